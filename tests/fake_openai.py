@@ -1,0 +1,402 @@
+"""Loopback HTTP server speaking the OpenAI chat-completions API, for end-to-end tests.
+
+Responses are scripted through a FIFO queue (``reply``, ``tool_calls``, ``error``, ``drop``,
+``truncate``, ``hang``) either in-process or over HTTP (``POST /_script``), so a server running
+in another process (``python tests/fake_openai.py``) can be driven too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+KINDS = {"reply", "tool_calls", "error", "drop", "truncate", "hang"}
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def split_text(text: str, chunk_size: int | None = None) -> list[str]:
+    """Split text into stream pieces: fixed-size if chunk_size, else words with trailing space."""
+    if chunk_size:
+        return [text[i : i + chunk_size] for i in range(0, len(text), chunk_size)]
+    return re.findall(r"\s*\S+\s*|\s+", text)
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for msg in reversed(body.get("messages") or []):
+        if msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, list):  # multi-part content: keep only the text parts
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    return ""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a hung or slow stream must never keep the process alive
+    block_on_close = False
+    fake: FakeOpenAI
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up mid-stream (Ctrl-C) is expected: stay quiet about it.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive + chunked SSE, like the real API
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        self.server.fake._track(self.connection, add=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.fake.verbose:
+            super().log_message(format, *args)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw or b"null")
+
+    def _send_json(self, status: int, obj: Any) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _event(self, obj: Any) -> None:
+        payload = obj if isinstance(obj, str) else json.dumps(obj)
+        self._chunk(f"data: {payload}\n\n".encode())
+
+    def _abort(self) -> None:
+        """Close the socket mid-body so the client sees an incomplete response."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- routes --------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        fake = self.server.fake
+        if self.path.rstrip("/") == "/v1/models":
+            model = {"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}
+            self._send_json(200, {"object": "list", "data": [model]})
+        elif self.path == "/_requests":
+            self._send_json(200, fake.requests)
+        else:
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        try:
+            body = self._read_json()
+            if self.path == "/_script":
+                for item in body if isinstance(body, list) else [body]:
+                    fake.enqueue(item)
+                self._send_json(200, {"ok": True, "pending": fake.pending})
+            elif self.path.rstrip("/") == "/v1/chat/completions":
+                fake._record(body)
+                self._complete(body, fake._next_script(body))
+            else:
+                self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+        except (ValueError, KeyError, TypeError) as exc:  # bad JSON / bad script
+            self._send_json(400, {"error": {"message": str(exc), "type": "invalid_request_error"}})
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # client went away; nothing to report
+
+    def _complete(self, body: dict[str, Any], script: dict[str, Any]) -> None:
+        fake, kind = self.server.fake, script["kind"]
+        if kind == "error":
+            status = int(script.get("status", 500))
+            etype, code = _ERROR_TYPES.get(status, ("server_error", None))
+            err = {"message": script.get("message", "boom"), "type": etype, "code": code}
+            self._send_json(status, {"error": err})
+            return
+        if kind == "hang":
+            fake._stop.wait(float(script.get("seconds", 60.0)))
+            self._abort()
+            return
+        if body.get("stream"):
+            self._stream(body, script)
+        else:
+            self._whole(body, script)
+
+    def _whole(self, body: dict[str, Any], script: dict[str, Any]) -> None:
+        """Non-streaming chat.completion for the same scripts."""
+        kind, text = script["kind"], script.get("text", "")
+        content = (text or None) if kind == "tool_calls" else text
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        finish: str | None = {"reply": "stop", "tool_calls": "tool_calls"}.get(kind)
+        if kind == "tool_calls":
+            message["tool_calls"] = [
+                {"id": cid, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+                for cid, (n, a) in zip(script["_ids"], script["calls"], strict=True)
+            ]
+        obj = self.server.fake._envelope(body, "chat.completion")
+        obj["choices"] = [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        ]
+        obj["usage"] = self.server.fake._usage(body, text)
+        if kind != "drop":
+            self._send_json(200, obj)
+            return
+        data = json.dumps(obj).encode()  # promise the whole body, deliver half of it
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self._abort()
+
+    def _stream(self, body: dict[str, Any], script: dict[str, Any]) -> None:
+        fake, kind = self.server.fake, script["kind"]
+        text, delay = script.get("text", ""), float(script.get("delay", 0.0))
+        base = fake._envelope(body, "chat.completion.chunk")
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**base, "choices": [choice]}
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        events: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
+        pieces = split_text(text, script.get("chunk_size"))
+        if kind == "drop":
+            pieces = pieces[: int(script.get("after_chunks", 2))]
+        events += [chunk({"content": p}) for p in pieces]
+        for i, (cid, (name, args)) in enumerate(
+            zip(script.get("_ids", []), script.get("calls", []), strict=True)
+        ):
+            head = {
+                "index": i,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            events.append(chunk({"tool_calls": [head]}))
+            # Several argument pieces per call, so clients must concatenate by index.
+            events += [
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+                for p in split_text(json.dumps(args), max(1, len(json.dumps(args)) // 3))
+            ]
+
+        for n, ev in enumerate(events):
+            if n and delay and fake._stop.wait(delay):
+                self._abort()  # server shutting down: don't finish slow streams
+                return
+            self._event(ev)
+        if kind == "drop":
+            self._abort()  # no finish chunk, no [DONE], no terminating 0-chunk
+            return
+        if kind != "truncate":
+            self._event(chunk({}, "tool_calls" if kind == "tool_calls" else "stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                self._event({**base, "choices": [], "usage": fake._usage(body, text)})
+            self._event("[DONE]")
+        self._chunk(b"")  # clean end of the chunked body
+
+
+class FakeOpenAI:
+    """Scriptable OpenAI-compatible server on 127.0.0.1; use as a context manager."""
+
+    def __init__(self, port: int = 0, *, model: str = "gpt-fake", verbose: bool = False) -> None:
+        self.model = model
+        self.verbose = verbose
+        self._lock = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._requests: list[Any] = []
+        self._conns: set[socket.socket] = set()
+        self._call_ids = self._resp_ids = 0
+        self._stop = threading.Event()
+        self._httpd = _Server(("127.0.0.1", port), _Handler)
+        self._httpd.fake = self
+        self.port: int = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[Any]:
+        """Snapshot of the JSON bodies received on POST /v1/chat/completions."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
+        """Block until at least n chat requests arrived (e.g. before killing a hung client)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._requests) >= n, timeout)
+
+    # -- scripting -----------------------------------------------------------------------
+
+    def enqueue(self, script: dict[str, Any]) -> None:
+        """Queue a raw script dict (the POST /_script format) for the next request."""
+        if script.get("kind") not in KINDS:
+            raise ValueError(f"unknown script kind: {script.get('kind')!r}")
+        script = dict(script)
+        if script["kind"] == "tool_calls":
+            script["calls"] = [(str(n), dict(a)) for n, a in script.get("calls", [])]
+        with self._lock:
+            self._queue.append(script)
+
+    def reply(self, text: str, *, chunk_size: int | None = None, delay: float = 0.0) -> None:
+        """Stream `text` (split into word-ish or chunk_size pieces), then finish_reason stop."""
+        self.enqueue({"kind": "reply", "text": text, "chunk_size": chunk_size, "delay": delay})
+
+    def tool_calls(self, calls: list[tuple[str, dict[str, Any]]], *, text: str = "") -> None:
+        """Stream assistant tool calls (optionally after some text); finish_reason tool_calls."""
+        self.enqueue({"kind": "tool_calls", "calls": list(calls), "text": text})
+
+    def error(self, status: int = 500, message: str = "boom") -> None:
+        """Answer with an HTTP error and an OpenAI-style JSON error body."""
+        self.enqueue({"kind": "error", "status": status, "message": message})
+
+    def drop(self, text: str, *, after_chunks: int = 2) -> None:
+        """Stream `after_chunks` content pieces, then cut the connection mid-body."""
+        self.enqueue({"kind": "drop", "text": text, "after_chunks": after_chunks})
+
+    def truncate(self, text: str) -> None:
+        """Stream the content and end the body cleanly, but never send a finish_reason."""
+        self.enqueue({"kind": "truncate", "text": text})
+
+    def hang(self, seconds: float = 60.0) -> None:
+        """Accept the request and send nothing (until `seconds` pass or the server closes)."""
+        self.enqueue({"kind": "hang", "seconds": seconds})
+
+    # -- internals used by the handler ---------------------------------------------------
+
+    def _record(self, body: Any) -> None:
+        with self._lock:
+            self._requests.append(body)
+            self._lock.notify_all()
+
+    def _next_script(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            script = self._queue.popleft() if self._queue else None
+            if script is None:
+                script = {"kind": "reply", "text": "echo: " + _last_user_text(body)}
+            ids = []
+            for _ in script.get("calls", []):
+                self._call_ids += 1
+                ids.append(f"call_{self._call_ids}")
+            return {**script, "_ids": ids}
+
+    def _envelope(self, body: dict[str, Any], obj: str) -> dict[str, Any]:
+        with self._lock:
+            self._resp_ids += 1
+            n = self._resp_ids
+        return {
+            "id": f"chatcmpl-fake{n}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "system_fingerprint": "fp_fake",
+        }
+
+    @staticmethod
+    def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
+        prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+        completion = len(text.split())
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            (self._conns.add if add else self._conns.discard)(conn)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop serving; slow/hung streams are cut so this returns promptly."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._httpd.shutdown()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:  # wake handler threads blocked on idle keep-alive reads
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._httpd.server_close()
+
+    def __enter__(self) -> FakeOpenAI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--script", help="JSON file: one script dict or a list of them")
+    parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = parser.parse_args(argv)
+    server = FakeOpenAI(args.port, verbose=args.verbose)
+    if args.script:
+        with open(args.script, encoding="utf-8") as fh:
+            data = json.load(fh)
+        for item in data if isinstance(data, list) else [data]:
+            server.enqueue(item)
+    # `kill` (SIGTERM) from tmux/test harness: exit cleanly through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"base_url={server.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
