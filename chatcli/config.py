@@ -1,0 +1,137 @@
+"""Settings: flag > environment > config file > default, each value remembering where it came from."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+APP_NAME = "chatcli"
+DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a terminal chat. Answer in Markdown; keep answers concise."
+)
+
+# name -> (environment variable, default, type). The API key is deliberately not here: it is read
+# from the environment only, so chatcli never has a reason to write it anywhere.
+_SETTINGS: dict[str, tuple[str, Any, type]] = {
+    "model": ("CHATCLI_MODEL", DEFAULT_MODEL, str),
+    "base_url": ("OPENAI_BASE_URL", None, str),
+    "system_prompt": ("CHATCLI_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT, str),
+    "context_tokens": ("CHATCLI_CONTEXT_TOKENS", 16_000, int),
+    "theme": ("CHATCLI_THEME", "monokai", str),
+    "timeout": ("CHATCLI_TIMEOUT", 60.0, float),
+}
+SETTING_NAMES = tuple(_SETTINGS)
+
+
+def storage_root(flag: Path | None = None) -> Path:
+    """Where sessions live: --storage, else $CHATCLI_STORAGE, else the per-user data folder."""
+    if flag is not None:
+        return flag.expanduser()
+    if env := os.environ.get("CHATCLI_STORAGE"):
+        return Path(env).expanduser()
+    import platformdirs  # only needed when nothing was given, so not paid on every start
+
+    return platformdirs.user_data_path(APP_NAME)
+
+
+def config_path() -> Path:
+    """The optional TOML config file: $CHATCLI_CONFIG, else config.toml in the per-user config folder."""
+    if env := os.environ.get("CHATCLI_CONFIG"):
+        return Path(env).expanduser()
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def log_path(root: Path) -> Path:
+    """The debug log: tracebacks of unexpected errors go here, never to the terminal."""
+    return root / "chatcli.log"
+
+
+def api_key() -> str | None:
+    """The API key, from OPENAI_API_KEY only (never from or to a file)."""
+    return os.environ.get("OPENAI_API_KEY") or None
+
+
+def mask_secret(secret: str | None) -> str:
+    if not secret:
+        return "(not set)"
+    return secret[:3] + "…" + secret[-4:] if len(secret) > 12 else "***"
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # "flag", "env NAME", "config PATH" or "default"
+
+
+class Settings:
+    """The effective settings; look-up order per name: flag > environment > config file > default."""
+
+    def __init__(self, flags: dict[str, Any] | None = None, *, path: Path | None = None) -> None:
+        self.path = path or config_path()
+        file_values = _read_config(self.path)
+        self._values: dict[str, Setting] = {}
+        for name, (env_name, default, kind) in _SETTINGS.items():
+            # 1. an explicit command-line flag wins
+            if flags and flags.get(name) is not None:
+                self._values[name] = Setting(flags[name], "flag")
+            # 2. then the environment
+            elif os.environ.get(env_name):
+                self._values[name] = Setting(_coerce(name, os.environ[env_name], kind), f"env {env_name}")
+            # 3. then the config file
+            elif name in file_values:
+                value = _coerce(name, file_values[name], kind, where=self.path)
+                self._values[name] = Setting(value, f"config {self.path}")
+            # 4. then the built-in default
+            else:
+                self._values[name] = Setting(default, "default")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name].value
+
+    def source(self, name: str) -> str:
+        return self._values[name].source
+
+    def items(self) -> list[tuple[str, Setting]]:
+        return list(self._values.items())
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", path=path) from e
+    try:
+        values = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file is not valid TOML: {e}", path=path) from e
+    unknown = sorted(set(values) - set(_SETTINGS))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]!r} in config file (known: {', '.join(_SETTINGS)})",
+            path=path,
+        )
+    return values
+
+
+def _coerce(name: str, value: Any, kind: type, *, where: Path | None = None) -> Any:
+    try:
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError
+        result = kind(value)
+        if kind in (int, float) and result <= 0:
+            raise ValueError
+        return result
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"setting {name!r} must be a positive {kind.__name__}, got {value!r}", path=where
+        ) from e

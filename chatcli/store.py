@@ -1,0 +1,587 @@
+"""Sessions on disk: ids, lazy loading, atomic append-only saves, locking, and the listing index.
+
+Layout under the storage root (storage/README.md is the full contract):
+
+    memory/<uuid>.json   JSON array of LangChain ``message_to_dict`` dicts: the user's data
+    db/<uuid>.db         the session's attached SQLite database (zero bytes: none attached)
+    meta/<uuid>.json     title, model, system prompt, created: chatcli's own, rebuildable
+    index.sqlite         the listing index: a cache of memory/ + meta/, rebuilt when stale
+    locks/<uuid>.lock    per-session locks around read-modify-write
+
+Messages stay plain dicts here; turning them into LangChain objects is the model layer's job, which
+keeps ``chatcli list`` free of LangChain imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import AmbiguousSession, DamagedSession, SessionNotFound, StorageError
+
+MEMORY_DIR, DB_DIR, META_DIR, LOCK_DIR = "memory", "db", "meta", "locks"
+INDEX_FILE = "index.sqlite"
+LOCK_TIMEOUT = 30.0
+TITLE_WIDTH = 60
+
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PREFIX_RE = re.compile(r"[0-9a-f-]{1,36}")
+_MEMORY_NAME_RE = re.compile(_UUID_RE.pattern + r"\.json")
+
+# Every "type" that langchain_core.messages.messages_from_dict can load.
+MESSAGE_TYPES = frozenset(
+    {"human", "ai", "system", "chat", "function", "tool", "remove"}
+    | {f"{k}MessageChunk" for k in ("AI", "Human", "System", "Chat", "Function", "Tool")}
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Message dicts
+
+
+def validate_messages(data: Any) -> list[dict[str, Any]]:
+    """Check that parsed JSON is a list of loadable message dicts; raise ValueError saying why."""
+    if not isinstance(data, list):
+        raise ValueError(f"expected a JSON array of messages, found {type(data).__name__}")
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("data"), dict):
+            raise ValueError(f"message {i} is not a {{'type', 'data'}} object")
+        kind = item.get("type")
+        if kind not in MESSAGE_TYPES:
+            raise ValueError(f"message {i} has unknown type {kind!r}")
+        if not isinstance(item["data"].get("content", ""), str | list):
+            raise ValueError(f"message {i} has content that is neither text nor a list")
+    return data
+
+
+def parse_messages(raw: bytes) -> list[dict[str, Any]]:
+    """Parse a memory file's bytes; an empty file is an empty session. Raises ValueError."""
+    if not raw.strip():
+        return []
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not valid JSON: {e}") from e
+    return validate_messages(data)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of a message dict (list contents keep their text parts)."""
+    content = message.get("data", {}).get("content", "")
+    if isinstance(content, str):
+        return content
+    parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+    return " ".join(p for p in parts if p)
+
+
+def shorten(text: str, width: int = TITLE_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _dump_message(message: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a broken terminal: keep them, escaped
+        return json.dumps(message).encode("ascii")
+
+
+def appended_bytes(existing: bytes, new: list[dict[str, Any]]) -> bytes:
+    """The file with ``new`` appended, every existing byte before the closing ``]`` kept as it was."""
+    body = existing.rstrip()
+    if not body:
+        head = b"["
+    else:
+        if not body.endswith(b"]"):
+            raise ValueError("memory file does not end with ']'")
+        head = body[:-1].rstrip()
+        if head != b"[":
+            head += b","
+    items = b",\n".join(_dump_message(m) for m in new)
+    return head + b"\n" + items + b"\n]\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _ensure_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create folder: {e.strerror}", path=path) from e
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash at any instant leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                f.write(data)
+                f.flush()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)  # make the rename itself durable
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(f"cannot save: {e.strerror}", path=path) from e
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def iso_from_ns(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ns / 1e9))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions
+
+
+@dataclass
+class SessionInfo:
+    """One row of the listing."""
+
+    id: str
+    title: str
+    messages: int
+    updated_ns: int
+    model: str
+    has_db: bool
+    damaged: str | None = None
+
+    @property
+    def updated(self) -> str:
+        return iso_from_ns(self.updated_ns)
+
+
+@dataclass
+class Session:
+    """An opened session: its metadata and its whole history as message dicts."""
+
+    id: str
+    meta: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+    @property
+    def title(self) -> str:
+        if self.meta.get("title"):
+            return self.meta["title"]
+        return _first_human_title(self.messages) or "(untitled)"
+
+
+def _first_human_title(messages: list[dict[str, Any]]) -> str:
+    for m in messages:
+        if m.get("type") in ("human", "HumanMessageChunk"):
+            return shorten(message_text(m))
+    return ""
+
+
+def _last_model(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        meta = m.get("data", {}).get("response_metadata") or {}
+        if isinstance(meta, dict) and isinstance(meta.get("model_name"), str):
+            return meta["model_name"]
+    return ""
+
+
+class Store:
+    """The storage root. Cheap to create: nothing is read until asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.memory_dir = root / MEMORY_DIR
+        self.db_dir = root / DB_DIR
+        self.meta_dir = root / META_DIR
+        self.lock_dir = root / LOCK_DIR
+
+    # -- paths and ids -------------------------------------------------------------------------
+
+    def memory_path(self, sid: str) -> Path:
+        return self.memory_dir / f"{_checked(sid)}.json"
+
+    def db_path(self, sid: str) -> Path:
+        return self.db_dir / f"{_checked(sid)}.db"
+
+    def meta_path(self, sid: str) -> Path:
+        return self.meta_dir / f"{_checked(sid)}.json"
+
+    def ensure(self) -> None:
+        """Create the folders (0700) on first use."""
+        for d in (self.root, self.memory_dir, self.db_dir, self.meta_dir, self.lock_dir):
+            _ensure_dir(d)
+
+    def ids(self) -> list[str]:
+        """Every session id: the bootstrap reads only the names in memory/."""
+        try:
+            names = os.listdir(self.memory_dir)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StorageError(f"cannot read sessions: {e.strerror}", path=self.memory_dir) from e
+        return [n[:-5] for n in names if _MEMORY_NAME_RE.fullmatch(n)]
+
+    def resolve(self, ref: str) -> str:
+        """A full id from a full uuid or a unique prefix; refuses anything that is not one."""
+        key = ref.strip().lower()
+        if not _PREFIX_RE.fullmatch(key):
+            raise SessionNotFound(f"not a session id: {ref!r}")
+        matches = [sid for sid in self.ids() if sid.startswith(key)]
+        if not matches:
+            raise SessionNotFound(f"no session matches {ref!r}")
+        if len(matches) > 1 and key not in matches:
+            raise AmbiguousSession(
+                f"{ref!r} matches {len(matches)} sessions; give more of the id",
+                candidates=sorted(matches),
+            )
+        return key if key in matches else matches[0]
+
+    def latest(self) -> str:
+        """The most recently updated session."""
+        rows = self.list_sessions(limit=1)
+        if not rows:
+            raise SessionNotFound("there are no sessions yet; start one with 'chatcli new'")
+        return rows[0].id
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def create(self, *, title: str | None = None, model: str | None = None,
+               system: str | None = None) -> str:
+        """A new empty session on disk; returns its id."""
+        self.ensure()
+        sid = str(uuid.uuid4())
+        meta = {k: v for k, v in (("title", title), ("model", model), ("system", system)) if v}
+        meta["created"] = _now_iso()
+        atomic_write(self.meta_path(sid), _dump_meta(meta))
+        atomic_write(self.memory_path(sid), b"[]\n")
+        return sid
+
+    def open(self, sid: str) -> Session:
+        """Load a session's history (lazily: only when a session is opened)."""
+        return Session(sid, self.read_meta(sid), self.load_messages(sid))
+
+    def load_messages(self, sid: str) -> list[dict[str, Any]]:
+        path = self.memory_path(sid)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as e:
+            raise SessionNotFound(f"no session {sid}", path=path) from e
+        except OSError as e:
+            raise StorageError(f"cannot read session: {e.strerror}", path=path) from e
+        try:
+            return parse_messages(raw)
+        except ValueError as e:
+            raise DamagedSession(f"session file is damaged, left untouched: {e}", path=path) from e
+
+    def append(self, sid: str, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append messages atomically and return the full history now on disk.
+
+        Under the session lock the file is re-read, so turns another process saved meanwhile are
+        kept (merged, append-only) rather than overwritten.
+        """
+        if not new:
+            return self.load_messages(sid)
+        path = self.memory_path(sid)
+        with self.lock(sid):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = b""  # deleted behind our back: write what we have rather than lose it
+            except OSError as e:
+                raise StorageError(f"cannot read session: {e.strerror}", path=path) from e
+            try:
+                current = parse_messages(raw)
+                data = appended_bytes(raw, new)
+            except ValueError as e:
+                raise DamagedSession(f"session file is damaged, not saving into it: {e}",
+                                     path=path) from e
+            atomic_write(path, data)
+        return current + new
+
+    def discard_if_empty(self, sid: str) -> bool:
+        """Remove a session that holds no message and no database (one just made and not used)."""
+        with self.lock(sid):
+            try:
+                if parse_messages(self.memory_path(sid).read_bytes()) or self.has_db(sid):
+                    return False
+            except (OSError, ValueError):
+                return False
+            for path in (self.memory_path(sid), self.meta_path(sid), self.db_path(sid)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return True
+
+    def detach_db(self, sid: str) -> None:
+        """Remove the session's database copy (the user's original was never touched)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.db_path(sid).unlink()
+
+    @contextlib.contextmanager
+    def lock(self, sid: str) -> Iterator[None]:
+        """Hold the session's cross-process lock (released by the OS if the process dies)."""
+        from filelock import FileLock, Timeout
+
+        _ensure_dir(self.lock_dir)
+        lock = FileLock(self.lock_dir / f"{_checked(sid)}.lock", timeout=LOCK_TIMEOUT, mode=0o600)
+        try:
+            with lock:
+                yield
+        except Timeout as e:
+            raise StorageError("session is locked by another chatcli process",
+                               path=lock.lock_file) from e
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def read_meta(self, sid: str) -> dict[str, Any]:
+        """chatcli's own metadata; sessions written by other tools simply have none."""
+        try:
+            meta = json.loads(self.meta_path(sid).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def update_meta(self, sid: str, **fields: Any) -> dict[str, Any]:
+        """Set (or, with None, remove) metadata fields."""
+        self.ensure()
+        with self.lock(sid):
+            meta = self.read_meta(sid)
+            for key, value in fields.items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+            atomic_write(self.meta_path(sid), _dump_meta(meta))
+        return meta
+
+    def has_db(self, sid: str) -> bool:
+        """Is a database attached? A zero-byte .db (older tools make one) means no."""
+        try:
+            return self.db_path(sid).stat().st_size > 0
+        except OSError:
+            return False
+
+    # -- listing ---------------------------------------------------------------------------------
+
+    def list_sessions(self, *, limit: int | None = None) -> list[SessionInfo]:
+        """Sessions, newest first, from the index (refreshed first if the folders changed)."""
+        return _Index(self).rows(limit)
+
+    def count(self) -> int:
+        return _Index(self).count()
+
+    def info(self, sid: str) -> SessionInfo:
+        """One listing row built straight from the files (no index)."""
+        return _build_info(self, sid)
+
+
+def _checked(sid: str) -> str:
+    # Every path is built from a validated uuid, so no id can name a file outside the root.
+    if not _UUID_RE.fullmatch(sid):
+        raise SessionNotFound(f"not a session id: {sid!r}")
+    return sid
+
+
+def _dump_meta(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+
+
+def _build_info(store: Store, sid: str, stat: os.stat_result | None = None) -> SessionInfo:
+    path = store.memory_path(sid)
+    st = stat or path.stat()
+    meta = store.read_meta(sid)
+    damaged = None
+    try:
+        messages = parse_messages(path.read_bytes())
+    except (OSError, ValueError) as e:
+        messages, damaged = [], str(e)
+    return SessionInfo(
+        id=sid,
+        title=meta.get("title") or _first_human_title(messages) or "(empty)",
+        messages=len(messages),
+        updated_ns=st.st_mtime_ns,
+        model=meta.get("model") or _last_model(messages),
+        has_db=store.has_db(sid),
+        damaged=damaged,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The listing index: a cache, safe to delete; memory/ stays the source of truth.
+
+
+class _Index:
+    """index.sqlite: one row per session, validated by folder mtimes and per-file stats."""
+
+    VERSION = 1
+    _COLUMNS = "id, title, messages, updated_ns, model, has_db, damaged"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.path = store.root / INDEX_FILE
+        self.conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.store.memory_dir.is_dir():
+            return _memory_index()
+        try:
+            if not self.path.exists():  # sqlite3 would create it with the umask's mode
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            if conn.execute("PRAGMA user_version").fetchone()[0] != self.VERSION:
+                _create_schema(conn, self.VERSION)
+            self._refresh(conn)
+            return conn
+        except (sqlite3.DatabaseError, OSError):
+            # Damaged or unwritable index: it is only a cache, so rebuild it, or work without it.
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            conn = _memory_index()
+            self._refresh(conn)
+            return conn
+
+    def _refresh(self, conn: sqlite3.Connection) -> None:
+        store = self.store
+        # Our saves and attaches all rename files into these folders, which changes their mtimes;
+        # so unchanged mtimes mean nothing was added, removed or replaced since the last scan.
+        dir_state = json.dumps([_mtime_ns(d) for d in (store.memory_dir, store.meta_dir,
+                                                       store.db_dir)])
+        row = conn.execute("SELECT value FROM state WHERE key = 'dirs'").fetchone()
+        if row and row[0] == dir_state:
+            return
+        known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, mem_mtime, mem_size FROM sessions")}
+        meta_mtimes = _scan_mtimes(store.meta_dir, ".json")
+        known_meta = dict(conn.execute("SELECT id, meta_mtime FROM sessions"))
+        fresh: list[tuple[Any, ...]] = []
+        seen: set[str] = set()
+        for entry in _scandir(store.memory_dir):
+            if not _MEMORY_NAME_RE.fullmatch(entry.name):
+                continue
+            sid = entry.name[:-5]
+            seen.add(sid)
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if (known.get(sid) == (st.st_mtime_ns, st.st_size)
+                    and known_meta.get(sid) == meta_mtimes.get(sid)):
+                continue
+            fresh.append(_index_row(store, sid, st, meta_mtimes.get(sid)))
+        gone = [(sid,) for sid in known if sid not in seen]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("DELETE FROM sessions WHERE id = ?", gone)
+            conn.executemany(
+                f"INSERT OR REPLACE INTO sessions ({self._COLUMNS}, mem_mtime, mem_size, meta_mtime)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+            _refresh_db_flags(conn, store)
+            conn.execute("INSERT OR REPLACE INTO state VALUES ('dirs', ?)", (dir_state,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def rows(self, limit: int | None) -> list[SessionInfo]:
+        sql = (f"SELECT {self._COLUMNS}, mem_mtime, mem_size FROM sessions"
+               " ORDER BY updated_ns DESC, id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = []
+        for r in self.conn.execute(sql).fetchall():
+            info = SessionInfo(*r[:5], bool(r[5]), r[6])
+            # Another tool may rewrite a file in place, which leaves the folder mtime alone:
+            # a stat of each row shown catches that.
+            with contextlib.suppress(OSError):
+                st = self.store.memory_path(info.id).stat()
+                if (st.st_mtime_ns, st.st_size) != (r[7], r[8]):
+                    info = _build_info(self.store, info.id, st)
+            rows.append(info)
+        return rows
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+
+def _memory_index() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    _create_schema(conn, _Index.VERSION)
+    return conn
+
+
+def _create_schema(conn: sqlite3.Connection, version: int) -> None:
+    conn.executescript(f"""
+        DROP TABLE IF EXISTS sessions; DROP TABLE IF EXISTS state;
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT, messages INTEGER,
+            updated_ns INTEGER, model TEXT, has_db INTEGER, damaged TEXT,
+            mem_mtime INTEGER, mem_size INTEGER, meta_mtime INTEGER);
+        CREATE INDEX sessions_updated ON sessions (updated_ns DESC);
+        CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
+        PRAGMA user_version = {version};
+    """)
+
+
+def _index_row(store: Store, sid: str, st: os.stat_result, meta_mtime: int | None) -> tuple:
+    info = _build_info(store, sid, st)
+    return (info.id, info.title, info.messages, info.updated_ns, info.model, int(info.has_db),
+            info.damaged, st.st_mtime_ns, st.st_size, meta_mtime)
+
+
+def _refresh_db_flags(conn: sqlite3.Connection, store: Store) -> None:
+    attached = [(e.name[:-3],) for e in _scandir(store.db_dir)
+                if e.name.endswith(".db") and _size(e) > 0]
+    conn.execute("UPDATE sessions SET has_db = 0")
+    conn.executemany("UPDATE sessions SET has_db = 1 WHERE id = ?", attached)
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise StorageError(f"cannot read folder: {e.strerror}", path=path) from e
+
+
+def _scan_mtimes(path: Path, suffix: str) -> dict[str, int]:
+    result = {}
+    for e in _scandir(path):
+        if e.name.endswith(suffix):
+            with contextlib.suppress(OSError):
+                result[e.name[: -len(suffix)]] = e.stat().st_mtime_ns
+    return result
+
+
+def _size(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat().st_size
+    except OSError:
+        return 0
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

@@ -1,0 +1,237 @@
+"""The store: seed layout, lazy loads, append-only atomic saves, locking, damaged files, the index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DAMAGED, EXAMPLES
+from langchain_core.messages import (
+    AIMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+
+from chatcli.errors import AmbiguousSession, DamagedSession, SessionNotFound
+from chatcli.store import Store, appended_bytes
+
+PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"  # 4 messages, zero-byte db, no metadata
+TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"  # system + tool calls + attached db
+EMPTY_FILE = "9a1f3e6b-2c5d-4e7f-8a9b-0c1d2e3f4a55"
+EMPTY_ARRAY = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e66"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _every_kind() -> list:
+    return [
+        SystemMessage("be brief"),
+        HumanMessage("hi ✨ 你好 مرحبا \x1b[31m"),
+        AIMessage("", tool_calls=[{"name": "run_sql", "args": {"query": "SELECT 1"},
+                                   "id": "call_1", "type": "tool_call"}],
+                  response_metadata={"finish_reason": "tool_calls", "model_name": "m"},
+                  usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}),
+        ToolMessage("1", tool_call_id="call_1", name="run_sql"),
+        AIMessage("done", response_metadata={"finish_reason": "stop"}, id="run-7"),
+    ]
+
+
+def test_every_message_type_round_trips_through_append(root: Path) -> None:
+    store = Store(root)
+    sid = store.create()
+    originals = _every_kind()
+    store.append(sid, [message_to_dict(m) for m in originals])
+    loaded = messages_from_dict(json.loads(store.memory_path(sid).read_bytes()))
+    assert loaded == originals
+
+
+def test_seed_layout_sessions_load_as_they_are(example_root: Path) -> None:
+    store = Store(example_root)
+    assert sorted(store.ids()) == sorted([PLAIN, TOOLS, EMPTY_FILE, EMPTY_ARRAY])
+    assert len(store.open(PLAIN).messages) == 4
+    assert store.open(EMPTY_FILE).messages == []
+    assert store.open(EMPTY_ARRAY).messages == []
+    assert store.open(PLAIN).title == "What is the capital of France?"
+    assert not store.has_db(PLAIN)  # zero-byte .db: nothing attached
+    assert store.has_db(TOOLS)
+
+
+def test_opening_and_listing_never_write_into_memory_or_db(example_root: Path) -> None:
+    before = {p: (_digest(p), p.stat().st_mtime_ns) for p in example_root.rglob("*") if p.is_file()}
+    store = Store(example_root)
+    store.list_sessions()
+    for sid in store.ids():
+        store.open(sid)
+    after = {p: (_digest(p), p.stat().st_mtime_ns) for p in before}
+    assert before == after
+
+
+def test_append_keeps_every_existing_byte(example_root: Path) -> None:
+    store = Store(example_root)
+    path = store.memory_path(PLAIN)
+    original = path.read_bytes().rstrip()
+    store.append(PLAIN, [message_to_dict(HumanMessage("more"))])
+    data = path.read_bytes()
+    assert data.startswith(original[:-1].rstrip())  # all before the closing bracket is untouched
+    assert len(json.loads(data)) == 5
+
+
+@pytest.mark.parametrize("existing", [b"", b"  \n", b"[]", b"[\n]\n", b'[{"type":"human","data":{"content":"a"}}]'])
+def test_appended_bytes_is_valid_json(existing: bytes) -> None:
+    before = json.loads(existing) if existing.strip() else []
+    data = appended_bytes(existing, [{"type": "ai", "data": {"content": "b"}}])
+    assert json.loads(data) == before + [{"type": "ai", "data": {"content": "b"}}]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (DAMAGED / "memory").iterdir()))
+def test_damaged_file_is_refused_and_never_rewritten(tmp_path: Path, name: str) -> None:
+    store = Store(tmp_path)
+    store.ensure()
+    path = store.memory_dir / name
+    path.write_bytes((DAMAGED / "memory" / name).read_bytes())
+    sid = name[:-5]
+    digest = _digest(path)
+    with pytest.raises(DamagedSession) as e:
+        store.open(sid)
+    assert str(path) in str(e.value)
+    with pytest.raises(DamagedSession):
+        store.append(sid, [message_to_dict(HumanMessage("x"))])
+    [row] = store.list_sessions()
+    assert row.damaged
+    assert _digest(path) == digest
+
+
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "..", "", "x" * 40,
+                                 "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11/../x", "ZZZ"])
+def test_ids_that_are_not_uuids_are_refused_before_any_path_is_built(example_root: Path, ref: str) -> None:
+    with pytest.raises(SessionNotFound):
+        Store(example_root).resolve(ref)
+
+
+def test_prefixes_resolve_and_ambiguity_lists_candidates(root: Path) -> None:
+    store = Store(root)
+    store.ensure()
+    a, b = "abcd0000-0000-4000-8000-000000000001", "abcd0000-0000-4000-8000-000000000002"
+    for sid in (a, b):
+        store.memory_path(sid).write_text("[]")
+    assert store.resolve("ABCD0000-0000-4000-8000-000000000001") == a
+    assert store.resolve(b[:-1] + "2") == b
+    with pytest.raises(AmbiguousSession) as e:
+        store.resolve("abcd")
+    assert e.value.candidates == [a, b]
+    with pytest.raises(SessionNotFound):
+        store.resolve("ffff")
+
+
+def test_files_and_folders_are_private_even_with_a_permissive_umask(root: Path) -> None:
+    old = os.umask(0o000)
+    try:
+        store = Store(root)
+        sid = store.create(title="t")
+        store.append(sid, [message_to_dict(HumanMessage("x"))])
+        store.list_sessions()
+    finally:
+        os.umask(old)
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_index_notices_sessions_added_and_changed_by_other_tools(example_root: Path) -> None:
+    store = Store(example_root)
+    assert len(store.list_sessions()) == 4
+    new = "dddddddd-0000-4000-8000-000000000000"
+    store.memory_path(new).write_text(json.dumps([message_to_dict(HumanMessage("fresh"))]))
+    rows = {r.id: r for r in Store(example_root).list_sessions()}
+    assert rows[new].title == "fresh"
+    # an in-place rewrite (no rename, so the folder's mtime may not move)
+    path = store.memory_path(PLAIN)
+    data = json.loads(path.read_text()) + [message_to_dict(HumanMessage("again"))]
+    with open(path, "r+") as f:
+        f.write(json.dumps(data))
+        f.truncate()
+    rows = {r.id: r for r in Store(example_root).list_sessions()}
+    assert rows[PLAIN].messages == 5
+
+
+def test_a_damaged_index_is_rebuilt(example_root: Path) -> None:
+    store = Store(example_root)
+    store.list_sessions()
+    (example_root / "index.sqlite").write_bytes(b"garbage" * 100)
+    assert len(Store(example_root).list_sessions()) == 4
+
+
+def test_listing_works_on_a_read_only_storage_folder(example_root: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    example_root.chmod(0o500)
+    try:
+        assert len(Store(example_root).list_sessions()) == 4
+    finally:
+        example_root.chmod(0o700)
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from chatcli.store import Store
+    store, sid, tag, n = Store(Path(sys.argv[1])), sys.argv[2], sys.argv[3], int(sys.argv[4])
+    for i in range(n):
+        store.append(sid, [{"type": "human", "data": {"content": f"{tag}-{i}"}},
+                           {"type": "ai", "data": {"content": f"re {tag}-{i}"}}])
+        print(i, flush=True)
+""")
+
+
+def test_two_processes_appending_to_one_session_lose_nothing(root: Path) -> None:
+    store = Store(root)
+    sid = store.create()
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(root), sid, tag, "30"],
+                              stdout=subprocess.PIPE) for tag in ("a", "b")]
+    for p in procs:
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    contents = [m["data"]["content"] for m in store.open(sid).messages]
+    for tag in ("a", "b"):
+        mine = [c for c in contents if c.startswith(f"{tag}-")]
+        assert mine == [f"{tag}-{i}" for i in range(30)]
+    assert len(contents) == 120
+
+
+def test_kill_9_during_saves_never_tears_or_loses_a_file(root: Path) -> None:
+    store = Store(root)
+    sid = store.create()
+    store.append(sid, [{"type": "human", "data": {"content": "x" * 200}}] * 2000)
+    rng = random.Random(1234)
+    count = len(store.open(sid).messages)
+    torn = lost = 0
+    for _ in range(10):
+        p = subprocess.Popen([sys.executable, "-c", _WRITER, str(root), sid, "k", "1000"],
+                             stdout=subprocess.PIPE)
+        p.stdout.readline()  # it is saving now
+        time.sleep(rng.uniform(0, 0.2))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        try:
+            now = len(json.loads(store.memory_path(sid).read_bytes()))
+        except ValueError:
+            torn += 1
+            continue
+        lost += now < count
+        count = now
+    assert (torn, lost) == (0, 0)
