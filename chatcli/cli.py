@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -17,9 +16,6 @@ from typer.core import TyperGroup
 from . import __version__, config
 from .errors import AmbiguousSession, ChatcliError, ExitCode
 from .store import SessionInfo, Store
-
-log = logging.getLogger("chatcli")
-
 
 class _Group(TyperGroup):
     """Runs every command behind one error boundary: a line on stderr, never a traceback."""
@@ -101,6 +97,9 @@ def _fail(error: ChatcliError) -> None:
 
 def _log_exception(ctx: typer.Context) -> str:
     """Write the traceback of an unexpected error to the log file; say where it went."""
+    import logging
+
+    log = logging.getLogger("chatcli")
     try:
         path = config.log_path(_state(ctx).store.root)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -130,8 +129,7 @@ def list_(
     """List sessions, newest first."""
     store = _state(ctx).store
     if as_json:
-        rows = store.list_sessions(limit=limit)
-        _print_json([_row_json(store, r) for r in rows])
+        sys.stdout.write(store.list_json(limit=limit) + "\n")
         return
     shown = None if show_all else (limit or 50)
     rows = store.list_sessions(limit=shown)
@@ -156,22 +154,6 @@ def list_(
     note = f"{len(rows)} of {total} sessions" + (
         " (use -n N or --all for more)" if len(rows) < total else "")
     print_table(out, ["id", "title", "msgs", "updated", "model", "db"], table, note=note)
-
-
-def _row_json(store: Store, r: SessionInfo) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "title": r.title,
-        "messages": r.messages,
-        "updated": r.updated,
-        "model": r.model or None,
-        "db": str(store.db_path(r.id)) if r.has_db else None,
-        "damaged": r.damaged,
-    }
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=1) + "\n")
 
 
 def _short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:

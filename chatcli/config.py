@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
@@ -65,8 +63,7 @@ def mask_secret(secret: str | None) -> str:
     return secret[:3] + "…" + secret[-4:] if len(secret) > 12 else "***"
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     value: Any
     source: str  # "flag", "env NAME", "config PATH" or "default"
 
@@ -110,6 +107,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         return {}
     except OSError as e:
         raise ConfigError(f"cannot read config file: {e.strerror}", path=path) from e
+    import tomllib
+
     try:
         values = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -20,11 +20,9 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import AmbiguousSession, DamagedSession, SessionNotFound, StorageError
 
@@ -32,6 +30,7 @@ MEMORY_DIR, DB_DIR, META_DIR, LOCK_DIR = "memory", "db", "meta", "locks"
 INDEX_FILE = "index.sqlite"
 LOCK_TIMEOUT = 30.0
 TITLE_WIDTH = 60
+_RESTAT_LIMIT = 200  # listings up to this many rows stat each row's file
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PREFIX_RE = re.compile(r"[0-9a-f-]{1,36}")
@@ -161,8 +160,7 @@ def iso_from_ns(ns: int) -> str:
 # Sessions
 
 
-@dataclass
-class SessionInfo:
+class SessionInfo(NamedTuple):
     """One row of the listing."""
 
     id: str
@@ -177,14 +175,26 @@ class SessionInfo:
     def updated(self) -> str:
         return iso_from_ns(self.updated_ns)
 
+    def as_json(self, db_dir: str) -> dict[str, Any]:
+        """The row as ``chatcli list --json`` prints it."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "messages": self.messages,
+            "updated": self.updated,
+            "model": self.model or None,
+            "db": f"{db_dir}{os.sep}{self.id}.db" if self.has_db else None,
+            "damaged": self.damaged,
+        }
 
-@dataclass
+
 class Session:
     """An opened session: its metadata and its whole history as message dicts."""
 
-    id: str
-    meta: dict[str, Any]
-    messages: list[dict[str, Any]]
+    def __init__(self, sid: str, meta: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        self.id = sid
+        self.meta = meta
+        self.messages = messages
 
     @property
     def title(self) -> str:
@@ -271,6 +281,8 @@ class Store:
     def create(self, *, title: str | None = None, model: str | None = None,
                system: str | None = None) -> str:
         """A new empty session on disk; returns its id."""
+        import uuid
+
         self.ensure()
         sid = str(uuid.uuid4())
         meta = {k: v for k, v in (("title", title), ("model", model), ("system", system)) if v}
@@ -392,6 +404,17 @@ class Store:
     def count(self) -> int:
         return _Index(self).count()
 
+    def list_json(self, *, limit: int | None = None) -> str:
+        """The listing as a JSON array; the full one is cached in the index until a folder changes."""
+        index = _Index(self)
+        if limit is None and (cached := index.state("json")) is not None:
+            return cached
+        rows = [r.as_json(str(self.db_dir)) for r in index.rows(limit)]
+        text = json.dumps(rows, ensure_ascii=False)  # compact: the C encoder is ~20x faster
+        if limit is None:
+            index.set_state("json", text)
+        return text
+
     def info(self, sid: str) -> SessionInfo:
         """One listing row built straight from the files (no index)."""
         return _build_info(self, sid)
@@ -435,7 +458,7 @@ def _build_info(store: Store, sid: str, stat: os.stat_result | None = None) -> S
 class _Index:
     """index.sqlite: one row per session, validated by folder mtimes and per-file stats."""
 
-    VERSION = 1
+    VERSION = 2
     _COLUMNS = "id, title, messages, updated_ns, model, has_db, damaged"
 
     def __init__(self, store: Store) -> None:
@@ -497,6 +520,7 @@ class _Index:
                 f"INSERT OR REPLACE INTO sessions ({self._COLUMNS}, mem_mtime, mem_size, meta_mtime)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
             _refresh_db_flags(conn, store)
+            conn.execute("DELETE FROM state WHERE key = 'json'")
             conn.execute("INSERT OR REPLACE INTO state VALUES ('dirs', ?)", (dir_state,))
             conn.execute("COMMIT")
         except BaseException:
@@ -504,24 +528,30 @@ class _Index:
             raise
 
     def rows(self, limit: int | None) -> list[SessionInfo]:
-        sql = (f"SELECT {self._COLUMNS}, mem_mtime, mem_size FROM sessions"
-               " ORDER BY updated_ns DESC, id")
+        sql = f"SELECT {self._COLUMNS} FROM sessions ORDER BY updated_ns DESC, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = []
-        for r in self.conn.execute(sql).fetchall():
-            info = SessionInfo(*r[:5], bool(r[5]), r[6])
-            # Another tool may rewrite a file in place, which leaves the folder mtime alone:
-            # a stat of each row shown catches that.
-            with contextlib.suppress(OSError):
-                st = self.store.memory_path(info.id).stat()
-                if (st.st_mtime_ns, st.st_size) != (r[7], r[8]):
-                    info = _build_info(self.store, info.id, st)
-            rows.append(info)
+        rows = [SessionInfo(*r[:5], bool(r[5]), r[6]) for r in self.conn.execute(sql)]
+        if limit is not None and limit <= _RESTAT_LIMIT:
+            # Another tool may rewrite a file in place, which leaves the folder's mtime alone;
+            # a stat of each row on screen catches that (too slow for 10,000 rows of --json).
+            for i, info in enumerate(rows):
+                with contextlib.suppress(OSError):
+                    st = os.stat(os.path.join(self.store.memory_dir, info.id + ".json"))
+                    if st.st_mtime_ns != info.updated_ns:
+                        rows[i] = _build_info(self.store, info.id, st)
         return rows
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    def state(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with contextlib.suppress(sqlite3.Error):  # a read-only index just stays uncached
+            self.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value))
 
 
 def _memory_index() -> sqlite3.Connection:
@@ -536,7 +566,7 @@ def _create_schema(conn: sqlite3.Connection, version: int) -> None:
         CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT, messages INTEGER,
             updated_ns INTEGER, model TEXT, has_db INTEGER, damaged TEXT,
             mem_mtime INTEGER, mem_size INTEGER, meta_mtime INTEGER);
-        CREATE INDEX sessions_updated ON sessions (updated_ns DESC);
+        CREATE INDEX sessions_updated ON sessions (updated_ns DESC, id);
         CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
         PRAGMA user_version = {version};
     """)

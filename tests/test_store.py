@@ -165,7 +165,7 @@ def test_index_notices_sessions_added_and_changed_by_other_tools(example_root: P
     with open(path, "r+") as f:
         f.write(json.dumps(data))
         f.truncate()
-    rows = {r.id: r for r in Store(example_root).list_sessions()}
+    rows = {r.id: r for r in Store(example_root).list_sessions(limit=50)}  # as `chatcli list`
     assert rows[PLAIN].messages == 5
 
 
