@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from chatcli.errors import InvalidDatabase, StorageError
-from chatcli.sqltools import copy_database, validate_database
+from chatcli.errors import InvalidDatabase, QueryError, StorageError
+from chatcli.sqltools import (
+    TOOL_SPECS,
+    QueryResult,
+    ReadOnlyDatabase,
+    call_tool,
+    copy_database,
+    validate_database,
+)
 
 # --- fixtures and helpers ---------------------------------------------------------------
 
@@ -237,3 +249,481 @@ def test_copy_backup_gives_up_when_lock_appears_after_validation(
         holder.execute("ROLLBACK")
         holder.close()
     assert sorted(os.listdir(tmp_path)) == ["locked.db"]
+
+
+# --- ReadOnlyDatabase: refusing every kind of write ---------------------------------------
+
+HOSTILE = [
+    "DROP TABLE orders",
+    "DELETE FROM orders",
+    "UPDATE orders SET total = 0",
+    "INSERT INTO orders VALUES (9, 1, 1.0, 'x')",
+    "CREATE TABLE x (a)",
+    "CREATE TEMP TABLE x (a)",
+    "ATTACH DATABASE 'x.db' AS x",
+    "VACUUM INTO 'copy.db'",
+    "VACUUM",
+    "PRAGMA writable_schema=ON",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA user_version=5",
+    "SELECT load_extension('x')",
+    "SELECT 1; DROP TABLE orders",
+    "BEGIN",
+    "COMMIT",
+    "SAVEPOINT a",
+    "REINDEX",
+    "ANALYZE",
+    "DETACH main",
+    # beyond the obvious ones
+    "PRAGMA query_only=OFF",
+    "PRAGMA user_version(5)",
+    "PRAGMA main.application_id=7",
+    "PRAGMA wal_checkpoint",
+    "PRAGMA optimize",
+    "PRAGMA incremental_vacuum",
+    "PRAGMA temp_store_directory='.'",
+    "ATTACH ':memory:' AS m",
+    "REPLACE INTO customers VALUES (1, 'Eve', NULL)",
+    "INSERT INTO customers (name) VALUES ('Eve') RETURNING id",
+    "WITH x AS (SELECT 1) DELETE FROM orders",
+    "UPDATE sqlite_master SET sql = 'x'",
+    "CREATE VIEW v AS SELECT 1",
+    "CREATE TEMP VIEW v AS SELECT 1",
+    "CREATE INDEX i ON orders(total)",
+    "CREATE TRIGGER tr AFTER INSERT ON orders BEGIN SELECT 1; END",
+    "CREATE VIRTUAL TABLE v USING fts5(a)",
+    "ALTER TABLE orders ADD COLUMN y",
+    "DROP VIEW order_totals",
+    "DROP INDEX idx_orders_customer",
+    "ROLLBACK",
+    "RELEASE a",
+    "BEGIN IMMEDIATE",
+    "SELECT 1; SELECT 2",
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_hostile_statement_is_refused_and_changes_nothing(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    # Relative names in ATTACH / VACUUM INTO resolve against the working directory.
+    monkeypatch.chdir(tmp_path)
+    before = sha256(db_path)
+    with ReadOnlyDatabase(db_path) as db:
+        with pytest.raises(QueryError) as info:
+            db.run_sql(query)
+        message = info.value.message
+        assert message.startswith(("not allowed:", "only one statement"))
+        assert "\n" not in message
+        text = call_tool(db, "run_sql", {"query": query})
+        assert text.startswith("error: ")
+        # The refusal leaves the sandbox usable.
+        assert db.run_sql("SELECT count(*) FROM orders").rows == [(3,)]
+    assert sha256(db_path) == before
+    assert os.listdir(tmp_path) == ["shop.db"]
+    assert dump(db_path) == dump(make_db(tmp_path.parent / f"{tmp_path.name}-ref.db"))
+
+
+def test_refusal_messages_name_the_statement(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        for query, expected in [
+            ("DROP TABLE orders", "not allowed: this database is read-only (DROP TABLE)"),
+            ("PRAGMA user_version=5", "(PRAGMA user_version=5)"),
+            ("SELECT load_extension('x')", "function load_extension() is disabled"),
+            ("SELECT 1; DROP TABLE orders", "only one statement per query"),
+            ("VACUUM", "(VACUUM)"),
+        ]:
+            with pytest.raises(QueryError) as info:
+                db.run_sql(query)
+            assert expected in info.value.message
+
+
+# --- ReadOnlyDatabase: reading ------------------------------------------------------------
+
+
+def test_reads_work(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        result = db.run_sql("SELECT name, spent FROM order_totals ORDER BY name;  ")
+        assert result.columns == ["name", "spent"]
+        assert result.rows == [("Ada", 15.0), ("Bob", 7.0)]
+        assert not result.truncated and result.note is None
+        assert db.run_sql("SELECT 1; -- done").rows == [(1,)]
+        assert db.run_sql(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) "
+            "SELECT sum(x) FROM c"
+        ).rows == [(15,)]
+        assert db.run_sql("SELECT count(*) FROM json_each('[1, 2, 3]')").rows == [(3,)]
+        assert db.run_sql("SELECT upper(name) FROM customers WHERE id = 1").rows == [("ADA",)]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "PRAGMA table_info(orders)",
+        "PRAGMA table_xinfo('orders')",
+        "PRAGMA index_list(orders)",
+        "PRAGMA foreign_key_list(orders)",
+        "PRAGMA user_version",
+        "PRAGMA quick_check",
+        "SELECT name FROM pragma_table_info('orders')",
+    ],
+)
+def test_read_only_pragmas_are_allowed(db_path: Path, query: str) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        assert db.run_sql(query).rows
+
+
+def test_sql_errors_carry_sqlite_text(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        with pytest.raises(QueryError, match="syntax error"):
+            db.run_sql("SELEC 1")
+        with pytest.raises(QueryError, match="no such table: nope"):
+            db.run_sql("SELECT * FROM nope")
+        with pytest.raises(QueryError, match="empty query"):
+            db.run_sql(" ; ")
+        with pytest.raises(QueryError, match="null character"):
+            db.run_sql("SELECT 'a\x00b'")
+        assert db.run_sql("SELECT 2").rows == [(2,)]
+
+
+def test_runaway_query_is_stopped_and_connection_survives(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=0.5) as db:
+        start = time.monotonic()
+        with pytest.raises(QueryError, match=r"query stopped after 0\.5 s"):
+            db.run_sql(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) "
+                "SELECT count(*) FROM c"
+            )
+        assert time.monotonic() - start < 3
+        assert db.run_sql("SELECT count(*) FROM customers").rows == [(3,)]
+
+
+def test_interrupt_from_another_thread(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=30) as db:
+        timer = threading.Timer(0.2, db.interrupt)
+        timer.start()
+        with pytest.raises(QueryError, match="interrupted"):
+            db.run_sql(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) "
+                "SELECT count(*) FROM c"
+            )
+        timer.join()
+        assert db.run_sql("SELECT 1").rows == [(1,)]
+
+
+def test_usable_from_another_thread(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        out: list[object] = []
+        worker = threading.Thread(target=lambda: out.append(db.run_sql("SELECT 7").rows))
+        worker.start()
+        worker.join()
+        assert out == [[(7,)]]
+
+
+@pytest.fixture
+def big_path(tmp_path: Path) -> Path:
+    path = tmp_path / "big.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, label TEXT)")
+    conn.executemany("INSERT INTO big VALUES (?, ?)", [(i, f"row {i}") for i in range(1000)])
+    conn.execute("CREATE TABLE wide (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.executemany("INSERT INTO wide VALUES (?, ?)", [(i, "x" * 150) for i in range(100)])
+    conn.commit()
+    conn.close()
+    return path
+
+
+def test_row_cap(big_path: Path) -> None:
+    with ReadOnlyDatabase(big_path) as db:
+        result = db.run_sql("SELECT * FROM big")
+        assert len(result.rows) == 200
+        assert result.rows[0] == (0, "row 0") and result.rows[-1] == (199, "row 199")
+        assert result.truncated
+        assert result.note == "showing first 200 rows; more were left out"
+        exact = db.run_sql("SELECT * FROM big LIMIT 200")
+        assert len(exact.rows) == 200 and not exact.truncated and exact.note is None
+        text = call_tool(db, "run_sql", {"query": "SELECT * FROM big"})
+        assert text.splitlines()[0] == "id | label"
+        assert text.endswith("(showing first 200 rows; more were left out)")
+
+
+def test_row_cap_fetches_lazily_from_an_endless_query(big_path: Path) -> None:
+    # If run_sql read every row this query would never finish (it would hit the time limit).
+    with ReadOnlyDatabase(big_path, timeout=5, max_rows=50) as db:
+        start = time.monotonic()
+        result = db.run_sql(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"
+        )
+        assert time.monotonic() - start < 1
+        assert [r[0] for r in result.rows] == list(range(1, 51))
+        assert result.truncated
+
+
+def test_char_cap(big_path: Path) -> None:
+    with ReadOnlyDatabase(big_path, max_chars=2000) as db:
+        result = db.run_sql("SELECT * FROM wide")
+        assert result.truncated
+        assert len(result.rows) < 20
+        assert "2000 characters" in (result.note or "")
+        text = call_tool(db, "run_sql", {"query": "SELECT * FROM wide"})
+        assert len(text) <= 2000
+        assert "rows not shown" in text or "passed 2000 characters" in text
+
+
+def test_large_values_are_capped_by_size_not_just_rendered_length(big_path: Path) -> None:
+    # Each blob renders as "<blob 1000000 bytes>", so only the byte budget can stop this.
+    with ReadOnlyDatabase(big_path) as db:
+        result = db.run_sql("SELECT id, randomblob(1000000) FROM big")
+    assert result.truncated
+    assert 30 <= len(result.rows) <= 40
+    assert "MB" in (result.note or "")
+
+
+def test_trailing_semicolons_and_whitespace_are_ignored(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        assert db.run_sql("SELECT 1 ;; \n ; ").rows == [(1,)]
+
+
+def test_to_text_renders_values_compactly() -> None:
+    result = QueryResult(
+        columns=["a", "b", "c", "d"],
+        rows=[(None, b"\x00\x01\x02", "two\nlines\tand tab", 1.5), (1, "y" * 500, "", 0.1)],
+    )
+    lines = result.to_text().splitlines()
+    assert lines[0] == "a | b | c | d"
+    assert lines[1] == "NULL | <blob 3 bytes> | two\\nlines\\tand tab | 1.5"
+    assert lines[2].startswith("1 | " + "y" * 200 + "…(+300 chars)")
+    assert len(lines) == 3
+    assert QueryResult(["x"], []).to_text() == "x\n(no rows)"
+
+
+def test_to_text_cut_note_says_how_much_was_left_out() -> None:
+    result = QueryResult(["n"], [(i,) for i in range(1000)], truncated=True, note="capped")
+    text = result.to_text(500)
+    assert len(text) <= 500
+    last = text.splitlines()[-1]
+    shown = len(text.splitlines()) - 2
+    assert f"{1000 - shown} of 1000 rows not shown" in last
+    assert last.endswith("; capped)")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    columns=st.lists(st.text(min_size=1, max_size=30), min_size=1, max_size=8),
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=400), st.binary())
+        ),
+        max_size=60,
+    ),
+    note=st.one_of(st.none(), st.text(max_size=100)),
+    max_chars=st.integers(min_value=400, max_value=5000),
+)
+def test_to_text_never_exceeds_the_cap(
+    columns: list[str], rows: list[tuple[object]], note: str | None, max_chars: int
+) -> None:
+    text = QueryResult(columns, list(rows), note=note).to_text(max_chars)
+    assert len(text) <= max_chars
+
+
+def test_invalid_utf8_text_does_not_break_a_query(tmp_path: Path) -> None:
+    path = tmp_path / "latin.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (s TEXT)")
+    conn.execute("INSERT INTO t VALUES (CAST(X'63616689' AS TEXT))")
+    conn.commit()
+    conn.close()
+    with ReadOnlyDatabase(path) as db:
+        assert db.run_sql("SELECT s FROM t").rows == [("caf\ufffd",)]
+
+
+# --- schema helpers -----------------------------------------------------------------------
+
+
+def test_list_tables_hides_sqlite_internals(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT)")
+    conn.execute("INSERT INTO events (what) VALUES ('x')")  # creates sqlite_sequence
+    conn.execute("ANALYZE")  # creates sqlite_stat1
+    conn.commit()
+    conn.close()
+    with ReadOnlyDatabase(db_path) as db:
+        assert db.list_tables() == ["customers", "events", "order_totals", "orders"]
+
+
+def test_describe_table(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        text = db.describe_table("orders")
+    lines = text.splitlines()
+    assert lines[0] == "table orders — 3 rows"
+    assert "  id INTEGER PRIMARY KEY" in lines
+    assert "  customer_id INTEGER NOT NULL" in lines
+    assert "  total REAL DEFAULT 0" in lines
+    assert "  customer_id -> customers(id) ON DELETE CASCADE" in lines
+    assert "  idx_orders_customer on (customer_id)" in lines
+
+
+def test_describe_view_and_case_insensitive_name(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        view = db.describe_table("order_totals")
+        assert view.startswith("view order_totals — 2 rows")
+        assert "definition: CREATE VIEW order_totals AS SELECT" in view
+        assert db.describe_table("CUSTOMERS").startswith("table customers — 3 rows")
+        assert "UNIQUE" in db.describe_table("customers")
+
+
+@pytest.mark.parametrize("name", ["nope", 'orders"; DROP TABLE orders; --', "", "sqlite_master"])
+def test_describe_unknown_table(db_path: Path, name: str) -> None:
+    before = sha256(db_path)
+    with ReadOnlyDatabase(db_path) as db:
+        with pytest.raises(QueryError) as info:
+            db.describe_table(name)
+        assert "customers" in info.value.message or "needs a table name" in info.value.message
+        reply = call_tool(db, "describe_table", {"name": name})
+        assert reply.startswith("error: ")
+    assert sha256(db_path) == before
+
+
+def test_describe_table_with_awkward_name(tmp_path: Path) -> None:
+    path = tmp_path / "odd.db"
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE "we""ird name" ("a b" TEXT, c INT, PRIMARY KEY (c, "a b"))')
+    conn.execute("INSERT INTO \"we\"\"ird name\" VALUES ('x', 1), ('y', 2)")
+    conn.commit()
+    conn.close()
+    with ReadOnlyDatabase(path) as db:
+        text = db.describe_table('we"ird name')
+        assert text.startswith('table we"ird name — 2 rows')
+        assert "  a b TEXT PRIMARY KEY part 2" in text
+        assert "  c INT PRIMARY KEY part 1" in text
+        assert db.schema_summary() == 'we"ird name(a b TEXT PK, c INT PK) — 2 rows'
+
+
+def test_schema_summary(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        summary = db.schema_summary()
+    assert summary.splitlines() == [
+        "customers(id INTEGER PK, name TEXT, email TEXT) — 3 rows",
+        "order_totals(name TEXT, spent) — view",
+        "orders(id INTEGER PK, customer_id INTEGER -> customers, total REAL, note TEXT) — 3 rows",
+    ]
+
+
+def test_schema_summary_is_capped(tmp_path: Path) -> None:
+    path = tmp_path / "many.db"
+    conn = sqlite3.connect(path)
+    for i in range(200):
+        conn.execute(f"CREATE TABLE t{i:03d} (id INTEGER PRIMARY KEY, value TEXT, extra REAL)")
+    conn.commit()
+    conn.close()
+    with ReadOnlyDatabase(path) as db:
+        summary = db.schema_summary(max_chars=1000)
+    assert len(summary) <= 1000
+    assert summary.splitlines()[0] == "t000(id INTEGER PK, value TEXT, extra REAL) — 0 rows"
+    assert summary.splitlines()[-1].startswith("… and ")
+    assert "more tables" in summary
+
+
+def test_empty_database(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()  # a zero-byte file is a valid, empty SQLite database...
+    with ReadOnlyDatabase(path) as db:  # ...to SQLite, even though validate_database refuses it
+        assert db.list_tables() == []
+        assert db.schema_summary() == "(no tables)"
+        assert call_tool(db, "list_tables", {}) == "(no tables)"
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+def test_closed_database_raises_query_error(db_path: Path) -> None:
+    db = ReadOnlyDatabase(db_path)
+    db.close()
+    db.close()  # idempotent
+    with pytest.raises(QueryError, match="closed"):
+        db.run_sql("SELECT 1")
+    assert call_tool(db, "list_tables", {}).startswith("error: ")
+
+
+@pytest.mark.parametrize("content", [None, b"not a database at all, just text" * 50])
+def test_opening_a_bad_file_is_invalid_database(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.db"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidDatabase):
+        ReadOnlyDatabase(path)
+    assert os.listdir(tmp_path) == ([] if content is None else ["bad.db"])
+
+
+def test_copy_opens_read_only_without_sidecar_files(tmp_path: Path) -> None:
+    src = make_db(tmp_path / "live.db", wal=True)
+    keeper = sqlite3.connect(src)  # keeps the source in WAL with a -wal file present
+    keeper.execute("INSERT INTO customers VALUES (4, 'Di', NULL)")
+    keeper.commit()
+    session = tmp_path / "session"
+    session.mkdir()
+    dest = session / "attached.db"
+    try:
+        copy_database(src, dest)
+    finally:
+        keeper.close()
+    before = sha256(dest)
+    with ReadOnlyDatabase(dest) as db:
+        assert db.run_sql("SELECT count(*) FROM customers").rows == [(4,)]
+        assert os.listdir(session) == ["attached.db"]
+        with pytest.raises(QueryError):
+            db.run_sql("DELETE FROM customers")
+    assert os.listdir(session) == ["attached.db"]
+    assert sha256(dest) == before
+
+
+# --- tools --------------------------------------------------------------------------------
+
+
+def test_tool_specs_are_openai_function_tools() -> None:
+    assert [spec["function"]["name"] for spec in TOOL_SPECS] == [
+        "list_tables",
+        "describe_table",
+        "run_sql",
+    ]
+    for spec in TOOL_SPECS:
+        assert spec["type"] == "function"
+        assert spec["function"]["description"]
+        assert spec["function"]["parameters"]["type"] == "object"
+    assert TOOL_SPECS[1]["function"]["parameters"]["required"] == ["name"]
+    assert TOOL_SPECS[2]["function"]["parameters"]["required"] == ["query"]
+    json.dumps(TOOL_SPECS)
+
+
+def test_call_tool_dispatches(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        assert call_tool(db, "list_tables", {}) == "customers\norder_totals\norders"
+        assert call_tool(db, "list_tables", None) == "customers\norder_totals\norders"
+        assert call_tool(db, "describe_table", {"name": "orders"}).startswith("table orders")
+        assert call_tool(db, "run_sql", {"query": "SELECT id FROM customers ORDER BY id"}) == (
+            "id\n1\n2\n3"
+        )
+        # Raw OpenAI tool calls carry their arguments as a JSON string.
+        assert call_tool(db, "run_sql", '{"query": "SELECT 1 AS one"}') == "one\n1"
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "fragment"),
+    [
+        ("drop_everything", {}, "unknown tool"),
+        ("run_sql", {}, "needs a 'query'"),
+        ("run_sql", {"query": 42}, "needs a 'query'"),
+        ("run_sql", "{not json", "not valid JSON"),
+        ("run_sql", "[1, 2]", "must be a JSON object"),
+        ("describe_table", {"name": None}, "needs a 'name'"),
+        ("run_sql", {"query": "DROP TABLE orders"}, "not allowed"),
+        ("run_sql", {"query": "SELECT nope FROM orders"}, "no such column"),
+    ],
+)
+def test_call_tool_turns_failures_into_text(
+    db_path: Path, name: str, args: object, fragment: str
+) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        reply = call_tool(db, name, args)  # type: ignore[arg-type]
+    assert reply.startswith("error: ")
+    assert fragment in reply
