@@ -23,6 +23,7 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
     "context_tokens": ("CHATCLI_CONTEXT_TOKENS", 16_000, int),
     "theme": ("CHATCLI_THEME", "monokai", str),
     "timeout": ("CHATCLI_TIMEOUT", 60.0, float),
+    "sql_timeout": ("CHATCLI_SQL_TIMEOUT", 5.0, float),
 }
 SETTING_NAMES = tuple(_SETTINGS)
 

@@ -126,7 +126,8 @@ class Chat:
         if self.db is None and self.store.has_db(self.sid):
             from .sqltools import ReadOnlyDatabase
 
-            self.db = ReadOnlyDatabase(self.store.db_path(self.sid))
+            self.db = ReadOnlyDatabase(self.store.db_path(self.sid),
+                                       timeout=self.settings["sql_timeout"])
         return self.db
 
     def _close_db(self) -> None:
