@@ -243,6 +243,26 @@ def attach_db(
     typer.echo(f"attached {path} to session {sid}")
 
 
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+@app.command("config")
+def config_(ctx: typer.Context) -> None:
+    """Show the effective settings and where each one came from (the API key masked)."""
+    settings = config.Settings()
+    rows = [(name, str(s.value), s.source) for name, s in settings.items()]
+    rows.append(("api_key", config.mask_secret(config.api_key()), "env OPENAI_API_KEY"))
+    state = _state(ctx)
+    where = ("flag --storage" if state.storage_flag else
+             "env CHATCLI_STORAGE" if os.environ.get("CHATCLI_STORAGE") else "default")
+    rows.append(("storage", str(state.store.root), where))
+    from .render import make_consoles, print_table
+
+    out, _ = make_consoles()
+    print_table(out, ["setting", "value", "from"], rows, note=f"config file: {settings.path}")
+
+
 def main() -> None:
     """Console-script entry point."""
     # Everything chatcli creates (sessions, index, locks, logs) is private to the user.
