@@ -195,8 +195,9 @@ class Turn:
                 yield Saved([message], finish)
                 return
             if round_ == MAX_TOOL_ROUNDS:
-                yield Saved([_without_tool_calls(message)], "tool_limit")
-                yield Note(f"stopped after {MAX_TOOL_ROUNDS} rounds of tool calls")
+                note = f"stopped after {MAX_TOOL_ROUNDS} rounds of tool calls"
+                yield Saved([_without_tool_calls(message, note)], "tool_limit")
+                yield Note(note)
                 return
             results = []
             for call in calls:
@@ -256,11 +257,16 @@ def _plain_ai(message: Any) -> Any:
                      usage_metadata=message.usage_metadata, id=message.id)
 
 
-def _without_tool_calls(message: dict[str, Any]) -> dict[str, Any]:
+def _without_tool_calls(message: dict[str, Any], note: str) -> dict[str, Any]:
+    """The last AI message of a turn cut at the round limit, its unanswered calls dropped."""
     from langchain_core.messages import message_to_dict, messages_from_dict
 
     plain = _plain_ai(messages_from_dict([message])[0])
     plain.response_metadata["finish_reason"] = "tool_limit"
+    if not plain.content:
+        # An empty assistant message tells the model nothing on the next turn, and some
+        # OpenAI-compatible servers refuse one.
+        plain.content = f"({note} without a final answer)"
     return message_to_dict(plain)
 
 

@@ -217,9 +217,15 @@ class Chat:
         model = llm.Model(
             self.model_name, self.api_key, base_url=self.settings["base_url"],
             timeout=self.settings["timeout"], tools=_tool_specs() if db else [])
+
+        def execute(name: str, args: dict[str, Any]) -> str:
+            # The model's words before its tool call belong above the query and its table.
+            stream.close()
+            return self._run_tool(name, args)
+
         turn = model.turn(self.session.messages, system=self._system_with_schema(db),
                           budget=self.settings["context_tokens"],
-                          execute=self._run_tool if db else None)
+                          execute=execute if db else None)
         stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
         try:
             for event in turn.events():
@@ -259,9 +265,9 @@ class Chat:
             print_note(self.err, f"sql> {sanitize(str(args.get('query', '')))}")
             try:
                 result = db.run_sql(str(args.get("query", "")))
-            except QueryError as e:
-                print_note(self.err, f"error: {e}")
-                return f"error: {e}"
+            except QueryError as e:  # .message: the model needs no file path
+                print_note(self.err, f"error: {e.message}")
+                return f"error: {e.message}"
             print_table(self.out, result.columns, result.rows, note=result.note)
             return result.to_text(db.max_chars)
         print_note(self.err, f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})")

@@ -333,6 +333,11 @@ _MAX_VALUE_BYTES = 64 * 1024 * 1024
 # Raw text/blob bytes one result may hold: rendering cuts long values, so the character
 # cap alone would let 200 rows of 60 MB blobs through.
 _MAX_RESULT_BYTES = 32 * 1024 * 1024
+# A capped result is counted again in SQLite to say how many rows were left out, but only up
+# to this many rows and for at most this long: a huge result must cost about what a small one
+# does (bench/sql_bench.py), and an endless one must not run twice as long.
+_COUNT_ROWS = 2_000
+_COUNT_SECONDS = 0.25
 
 
 def _quote_ident(name: str) -> str:
@@ -533,11 +538,25 @@ class ReadOnlyDatabase:
             try:
                 yield conn
             except sqlite3.Error as e:
+                self._reraise_ctrl_c(e)
                 raise self._query_error(e, limit, query) from None
             except ValueError as e:  # e.g. a NUL character in the query
                 raise QueryError(str(e)) from None
             finally:
                 self._deadline = None
+
+    def _reraise_ctrl_c(self, e: sqlite3.Error) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C is what stopped the statement.
+
+        Ctrl-C lands in the progress handler, the only Python code running during a query,
+        and the sqlite3 module swallows exceptions raised there: all that is left is an
+        "interrupted" error before the deadline that neither interrupt() nor the time limit
+        explains.
+        """
+        deadline = self._deadline
+        if ("interrupted" in str(e) and not self._interrupted
+                and (deadline is None or time.monotonic() < deadline)):
+            raise KeyboardInterrupt from None
 
     def _query_error(self, e: sqlite3.Error, limit: float, query: str | None) -> QueryError:
         text = str(e)
@@ -574,6 +593,11 @@ class ReadOnlyDatabase:
             cursor = conn.execute(query)
             try:
                 if cursor.description is None:
+                    label = _statement_label(query)
+                    if label:
+                        # A write with nothing to do (REINDEX on a database without indexes)
+                        # never reaches the authorizer; refuse it like any other write.
+                        raise QueryError(f"not allowed: this database is read-only ({label})")
                     return QueryResult([], [], note="statement returned no result")
                 columns = [d[0] for d in cursor.description]
                 rows: list[tuple[Any, ...]] = []
@@ -584,7 +608,7 @@ class ReadOnlyDatabase:
                 # there are more. SQLite computes rows lazily, so the rest is never read.
                 for row in itertools.islice(cursor, self.max_rows + 1):
                     if len(rows) == self.max_rows:
-                        note = f"showing first {self.max_rows} rows; more were left out"
+                        note = f"showing first {self.max_rows} rows"
                         break
                     rows.append(row)
                     size += len(_line(row)) + 1
@@ -601,6 +625,8 @@ class ReadOnlyDatabase:
                             f"{_MAX_RESULT_BYTES // 2**20} MB; select fewer or shorter columns"
                         )
                         break
+                if note is not None:
+                    note += "; " + self._left_out(conn, query, len(rows))
                 return QueryResult(columns, rows, truncated=note is not None, note=note)
             finally:
                 cursor.close()  # resets the statement and releases the read lock
@@ -634,16 +660,37 @@ class ReadOnlyDatabase:
 
     def _count(self, conn: sqlite3.Connection, name: str, seconds: float) -> int | None:
         """Row count, or None when counting fails or takes longer than `seconds`."""
+        return self._scalar(conn, f"SELECT count(*) FROM {_quote_ident(name)}", seconds)
+
+    def _scalar(self, conn: sqlite3.Connection, sql: str, seconds: float) -> Any:
+        """The one value `sql` returns, or None when it fails or takes longer than `seconds`."""
         if seconds <= 0:
             return None
         outer = self._deadline
         self._deadline = time.monotonic() + seconds
         try:
-            return conn.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0]
-        except sqlite3.Error:
+            return conn.execute(sql).fetchone()[0]
+        except sqlite3.Error as e:
+            self._reraise_ctrl_c(e)
             return None
         finally:
             self._deadline = outer
+
+    def _left_out(self, conn: sqlite3.Connection, query: str, shown: int) -> str:
+        """How many rows of `query` beyond the first `shown` were left out, in words."""
+        # The query is already known to be one read-only statement; the newline keeps a
+        # trailing "-- comment" from swallowing the closing parenthesis. Anything that cannot
+        # be wrapped this way (a PRAGMA) simply fails and gets the vaguer note.
+        counted = self._scalar(
+            conn,
+            f"SELECT count(*) FROM (SELECT 1 FROM (\n{query}\n) LIMIT {_COUNT_ROWS + 1})",
+            min(_COUNT_SECONDS, (self._deadline or 0) - time.monotonic()),
+        )
+        if not isinstance(counted, int) or counted <= shown:
+            return "more rows were left out"
+        if counted > _COUNT_ROWS:
+            return f"more than {_COUNT_ROWS - shown:,} rows were left out"
+        return f"{counted - shown} of {counted} rows were left out"
 
     def _columns(
         self, conn: sqlite3.Connection, name: str

@@ -57,15 +57,16 @@ def env(root: Path, tmp_path: Path, server: FakeOpenAI) -> dict[str, str]:
 
 
 def run(args: list[str], env: dict[str, str], input: str | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the installed chatcli as a user would, with stdin/stdout as pipes."""
     return subprocess.run([CHATCLI, *args], input=input if input is not None else "",
-                          env=env, capture_output=True, text=True, timeout=timeout)
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture
 def chatcli(env: dict[str, str]):
-    def _run(*args: str, input: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
-        return run(list(args), {**env, **extra}, input=input)
+    def _run(*args: str, input: str | None = None, cwd: Path | None = None,
+             **extra: str) -> subprocess.CompletedProcess[str]:
+        return run(list(args), {**env, **extra}, input=input, cwd=cwd)
 
     return _run

@@ -341,6 +341,20 @@ def test_refusal_messages_name_the_statement(db_path: Path) -> None:
 # --- ReadOnlyDatabase: reading ------------------------------------------------------------
 
 
+def test_a_write_with_nothing_to_do_is_refused_too(tmp_path: Path) -> None:
+    # REINDEX on a database without indexes never asks the authorizer; it is refused anyway.
+    path = tmp_path / "plain.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE a (x INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    with ReadOnlyDatabase(path) as db:
+        for query in ("REINDEX", "REINDEX a"):
+            with pytest.raises(QueryError, match=r"^not allowed: .*read-only \(REINDEX\)$"):
+                db.run_sql(query)
+        assert db.run_sql("-- only a comment").note == "statement returned no result"
+
+
 def test_reads_work(db_path: Path) -> None:
     with ReadOnlyDatabase(db_path) as db:
         result = db.run_sql("SELECT name, spent FROM order_totals ORDER BY name;  ")
@@ -439,12 +453,12 @@ def test_row_cap(big_path: Path) -> None:
         assert len(result.rows) == 200
         assert result.rows[0] == (0, "row 0") and result.rows[-1] == (199, "row 199")
         assert result.truncated
-        assert result.note == "showing first 200 rows; more were left out"
+        assert result.note == "showing first 200 rows; 800 of 1000 rows were left out"
         exact = db.run_sql("SELECT * FROM big LIMIT 200")
         assert len(exact.rows) == 200 and not exact.truncated and exact.note is None
         text = call_tool(db, "run_sql", {"query": "SELECT * FROM big"})
         assert text.splitlines()[0] == "id | label"
-        assert text.endswith("(showing first 200 rows; more were left out)")
+        assert text.endswith("(showing first 200 rows; 800 of 1000 rows were left out)")
 
 
 def test_row_cap_fetches_lazily_from_an_endless_query(big_path: Path) -> None:
