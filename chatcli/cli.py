@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from bisect import bisect_left
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,7 +48,7 @@ app = typer.Typer(
     help="A terminal chat client: streamed Markdown replies, sessions that are never lost, "
     "and read-only questions about your own SQLite data.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -209,7 +210,8 @@ def new(
 def resume(
     ctx: typer.Context,
     session_id: Annotated[str | None, typer.Argument(
-        metavar="ID", help="Session id: the full uuid or any unique prefix.")] = None,
+        metavar="ID", help="Session id: the full uuid or any unique prefix.",
+        autocompletion=_complete_session)] = None,
     last: Annotated[bool, typer.Option("--last", "-l", help="Resume the most recent session.")] = False,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Switch this session to another model.")] = None,
 ) -> None:
@@ -230,7 +232,8 @@ def resume(
 @app.command("attach-db")
 def attach_db(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.")],
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.",
+                                              autocompletion=_complete_session)],
     path: Annotated[Path, typer.Argument(help="SQLite database to copy into the session.")],
 ) -> None:
     """Attach a copy of a SQLite database to a session (your original is never modified)."""
@@ -261,6 +264,194 @@ def config_(ctx: typer.Context) -> None:
 
     out, _ = make_consoles()
     print_table(out, ["setting", "value", "from"], rows, note=f"config file: {settings.path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# search
+
+
+@app.command("search")
+def search_(
+    ctx: typer.Context,
+    words: Annotated[list[str], typer.Argument(
+        metavar="TEXT...", help="Words to find, all of them (word* also finds longer words).")],
+    limit: Annotated[int, typer.Option(
+        "-n", "--limit", min=1, help="Show at most N sessions (default 20).")] = 20,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the matches as a JSON array.")] = False,
+) -> None:
+    """Find sessions by what was said in them, newest match first (exit status 1: no match)."""
+    from . import search
+
+    text = " ".join(words)
+    store = _state(ctx).store
+    hits = search.search(store, text, limit=limit, notify=lambda n: typer.echo(
+        f"indexing {n} sessions for search (only this once)…", err=True))
+    if as_json:  # no Rich at all on this path: scripts get their answer sooner
+        sys.stdout.write(json.dumps([h.as_json() for h in hits], ensure_ascii=False) + "\n")
+    else:
+        from .render import make_consoles, print_note
+
+        out, err = make_consoles()
+        if hits:
+            _print_hits(out, hits, short=_short_ids(store.ids()) if out.is_terminal else {})
+        else:
+            print_note(err, f"no session mentions {text!r}")
+    if not hits:
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+def _print_hits(out: Any, hits: list[Any], *, short: dict[str, str]) -> None:
+    """Each hit as two lines: id, date and title, then the snippet (highlighted on a terminal)."""
+    from .render import sanitize
+
+    lines = []
+    for hit in hits:
+        date = time.strftime("%Y-%m-%d %H:%M", time.localtime(hit.updated_ns / 1e9))
+        head = f"{short.get(hit.id, hit.id)}  {date}  {sanitize(hit.title)}"
+        if not out.is_terminal:
+            lines.append(f"{head}\n    {sanitize(hit.plain_snippet)}\n")
+            continue
+        from rich.text import Text
+
+        line = Text(short.get(hit.id, hit.id), style="cyan")
+        line.append(f"  {date}  ", style="dim").append(sanitize(hit.title), style="bold")
+        snippet = Text("    ")
+        for piece, matched in hit.segments():
+            snippet.append(sanitize(piece), style="bold reverse" if matched else "")
+        out.print(line, soft_wrap=True)
+        out.print(snippet)
+    if lines:
+        out.file.write("".join(lines))
+        out.file.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# export / import / rename / rm
+
+
+class _Format(StrEnum):
+    md = "md"
+    json = "json"
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.",
+                                              autocompletion=_complete_session)],
+    fmt: Annotated[_Format, typer.Option(
+        "--format", "-f", help="md: a Markdown transcript; json: the messages, in the memory-file "
+        "format.")] = _Format.md,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="PATH", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Write a session out as Markdown or as JSON."""
+    from .transfer import export_session
+
+    store = _state(ctx).store
+    sid = store.resolve(session_id)
+    data = export_session(store, sid, fmt=fmt.value)
+    if output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    from .store import atomic_write
+
+    atomic_write(output.expanduser(), data)
+    typer.echo(f"exported session {sid} to {output}", err=True)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(
+        metavar="PATH", help="A JSON array of LangChain message dicts, or of OpenAI-style "
+        "{role, content} messages ('-' reads stdin).")],
+    title: Annotated[str | None, typer.Option("--title", "-t", help="Session title.")] = None,
+) -> None:
+    """Make a new session from a JSON conversation; a bad file creates nothing."""
+    from .transfer import import_bytes, import_file
+
+    store = _state(ctx).store
+    if str(path) == "-":
+        sid, count = import_bytes(store, sys.stdin.buffer.read(), title=title, source="stdin")
+    else:
+        sid, count = import_file(store, path.expanduser(), title=title)
+    typer.echo(f"imported {count} messages as session {sid}")
+
+
+@app.command()
+def rename(
+    ctx: typer.Context,
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.",
+                                              autocompletion=_complete_session)],
+    title: Annotated[str, typer.Argument(help="The new title.")],
+) -> None:
+    """Give a session a new title."""
+    title = " ".join(title.split())
+    if not title:
+        raise typer.BadParameter("the title is empty", param_hint="TITLE")
+    store = _state(ctx).store
+    sid = store.resolve(session_id)
+    store.update_meta(sid, title=title)
+    typer.echo(f"renamed {sid}: {title}")
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    session_ids: Annotated[list[str], typer.Argument(
+        metavar="ID...", help="Session ids or unique prefixes.",
+        autocompletion=_complete_session)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    restore: Annotated[bool, typer.Option(
+        "--restore", help="Bring these sessions back from the trash instead.")] = False,
+) -> None:
+    """Move sessions to the trash (<storage>/trash/); --restore brings them back."""
+    store = _state(ctx).store
+    if restore:
+        for sid in dict.fromkeys(store.resolve(ref, trashed=True) for ref in session_ids):
+            store.restore(sid)
+            typer.echo(f"restored {sid}")
+        return
+    sids = list(dict.fromkeys(store.resolve(ref) for ref in session_ids))  # all, before any move
+    titles = {sid: info.title for sid, info in store.infos(sids).items()}
+    if not yes:
+        if not sys.stdin.isatty():
+            typer.echo("chatcli: error: not removing anything without confirmation: input is not "
+                       "a terminal (add --yes)", err=True)
+            raise typer.Exit(int(ExitCode.USAGE))
+        for sid in sids:
+            typer.echo(f"  {sid}  {titles.get(sid, '')}", err=True)
+        if not typer.confirm(f"Move {len(sids)} session(s) to the trash?", default=False,
+                             err=True):
+            typer.echo("nothing removed", err=True)
+            raise typer.Exit(int(ExitCode.ERROR))
+    for sid in sids:
+        store.trash(sid)
+        typer.echo(f"moved to the trash: {sid}  {titles.get(sid, '')}")
+    typer.echo(f"(bring back with: chatcli rm --restore {' '.join(s[:8] for s in sids)})",
+               err=True)
+
+
+_COMPLETIONS = 200  # more candidates than this help no one at a shell prompt
+
+
+def _complete_session(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """Shell completion for ID arguments: the ids starting with what was typed, each with its
+    title (zsh, fish and PowerShell show it); trashed sessions after ``rm --restore``."""
+    try:
+        store = Store(config.storage_root(ctx.find_root().params.get("storage")))
+        if ctx.params.get("restore"):
+            rows = [(sid, "(in the trash)") for sid in sorted(store.trashed_ids())]
+        else:
+            rows = [(info.id, info.title) for info in store.list_sessions()]
+    except Exception:  # whatever happens, never a traceback in the middle of the user's line
+        return []
+    # Typer keeps only values that start with ``incomplete``, so titles cannot be matched.
+    return [row for row in rows if row[0].startswith(incomplete.lower())][:_COMPLETIONS]
 
 
 def main() -> None:

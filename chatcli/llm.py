@@ -50,6 +50,32 @@ def human_dict(text: str) -> dict[str, Any]:
     return message_to_dict(HumanMessage(content=text))
 
 
+def normalize_messages(dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Load message dicts through LangChain and dump them again: exactly what a save writes.
+
+    Raises ValueError naming the first message LangChain cannot load (used to check imports).
+    """
+    from langchain_core.messages import message_to_dict, messages_from_dict
+
+    result = []
+    for i, d in enumerate(dicts):
+        try:
+            (message,) = messages_from_dict([d])
+        except Exception as e:  # pydantic's ValidationError, KeyError for a missing field, ...
+            raise ValueError(f"message {i} cannot be loaded: {_load_error(e)}") from e
+        result.append(message_to_dict(message))
+    return result
+
+
+def _load_error(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"missing field {e}"
+    if callable(errors := getattr(e, "errors", None)):  # pydantic: say which field and why
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def prepare_messages(history: list[dict[str, Any]], *, system: str | None,
                      budget: int) -> list[Any]:
     """What goes to the model: the system prompt plus the newest history that fits ``budget`` tokens.

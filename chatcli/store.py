@@ -6,7 +6,9 @@ Layout under the storage root (storage/README.md is the full contract):
     db/<uuid>.db         the session's attached SQLite database (zero bytes: none attached)
     meta/<uuid>.json     title, model, system prompt, created: chatcli's own, rebuildable
     index.sqlite         the listing index: a cache of memory/ + meta/, rebuilt when stale
+    search.sqlite        the full-text search index (chatcli/search.py): a cache too
     locks/<uuid>.lock    per-session locks around read-modify-write
+    trash/<uuid>/        a removed session's memory, meta and db files, until restored
 
 Messages stay plain dicts here; turning them into LangChain objects is the model layer's job, which
 keeps ``chatcli list`` free of LangChain imports.
@@ -26,7 +28,7 @@ from typing import Any, NamedTuple
 
 from .errors import AmbiguousSession, DamagedSession, SessionNotFound, StorageError
 
-MEMORY_DIR, DB_DIR, META_DIR, LOCK_DIR = "memory", "db", "meta", "locks"
+MEMORY_DIR, DB_DIR, META_DIR, LOCK_DIR, TRASH_DIR = "memory", "db", "meta", "locks", "trash"
 INDEX_FILE = "index.sqlite"
 LOCK_TIMEOUT = 30.0
 TITLE_WIDTH = 60
@@ -227,6 +229,7 @@ class Store:
         self.db_dir = root / DB_DIR
         self.meta_dir = root / META_DIR
         self.lock_dir = root / LOCK_DIR
+        self.trash_dir = root / TRASH_DIR
 
     # -- paths and ids -------------------------------------------------------------------------
 
@@ -254,14 +257,22 @@ class Store:
             raise StorageError(f"cannot read sessions: {e.strerror}", path=self.memory_dir) from e
         return [n[:-5] for n in names if _MEMORY_NAME_RE.fullmatch(n)]
 
-    def resolve(self, ref: str) -> str:
-        """A full id from a full uuid or a unique prefix; refuses anything that is not one."""
+    def trashed_ids(self) -> list[str]:
+        """The ids of the sessions in the trash."""
+        return [e.name for e in _scandir(self.trash_dir) if _UUID_RE.fullmatch(e.name)]
+
+    def resolve(self, ref: str, *, trashed: bool = False) -> str:
+        """A full id from a full uuid or a unique prefix; refuses anything that is not one.
+
+        With ``trashed``, among the sessions in the trash instead.
+        """
         key = ref.strip().lower()
         if not _PREFIX_RE.fullmatch(key):
             raise SessionNotFound(f"not a session id: {ref!r}")
-        matches = [sid for sid in self.ids() if sid.startswith(key)]
+        ids = self.trashed_ids() if trashed else self.ids()
+        matches = [sid for sid in ids if sid.startswith(key)]
         if not matches:
-            raise SessionNotFound(f"no session matches {ref!r}")
+            raise SessionNotFound(f"no {'trashed ' if trashed else ''}session matches {ref!r}")
         if len(matches) > 1 and key not in matches:
             raise AmbiguousSession(
                 f"{ref!r} matches {len(matches)} sessions; give more of the id",
@@ -331,6 +342,7 @@ class Store:
                 raise DamagedSession(f"session file is damaged, not saving into it: {e}",
                                      path=path) from e
             atomic_write(path, data)
+            _index_for_search(self, sid, old_size=len(raw), old_count=len(current), new=new)
         return current + new
 
     def discard_if_empty(self, sid: str) -> bool:
@@ -345,6 +357,40 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         return True
+
+    def trash(self, sid: str) -> Path:
+        """Move a session's files to trash/<uuid>/{memory,meta,db}/; returns that folder."""
+        dest = self.trash_dir / _checked(sid)
+        with self.lock(sid):
+            if not self.memory_path(sid).exists():
+                raise SessionNotFound(f"no session {sid}", path=self.memory_path(sid))
+            if dest.exists():  # trashed before and brought back by hand: keep that copy too
+                _move(dest, self.trash_dir / f"{sid}.{time.time_ns()}")
+            # memory/ first: once it is gone the session is gone from every listing, and a
+            # crash before meta/ and db/ follow leaves only files that restore() puts back.
+            for path in self._files(sid):
+                _move(path, dest / path.parent.name / path.name)
+        return dest
+
+    def restore(self, sid: str) -> None:
+        """Bring a trashed session's files back; refused if a session with its id exists again."""
+        src = self.trash_dir / _checked(sid)
+        with self.lock(sid):
+            if self.memory_path(sid).exists():
+                raise StorageError(f"a session {sid} exists again; not restoring over it",
+                                   path=self.memory_path(sid))
+            if not (src / MEMORY_DIR / f"{sid}.json").exists():
+                raise SessionNotFound(f"no trashed session {sid}", path=src)
+            self.ensure()
+            for path in reversed(self._files(sid)):  # memory/ last, as in trash()
+                _move(src / path.parent.name / path.name, path)
+            for folder in (MEMORY_DIR, META_DIR, DB_DIR, ""):
+                with contextlib.suppress(OSError):
+                    (src / folder).rmdir()
+
+    def _files(self, sid: str) -> list[Path]:
+        """Everything that belongs to one session, its memory file first."""
+        return [self.memory_path(sid), self.meta_path(sid), self.db_path(sid)]
 
     def detach_db(self, sid: str) -> None:
         """Remove the session's database copy (the user's original was never touched)."""
@@ -401,6 +447,10 @@ class Store:
         """Sessions, newest first, from the index (refreshed first if the folders changed)."""
         return _Index(self).rows(limit)
 
+    def infos(self, ids: list[str]) -> dict[str, SessionInfo]:
+        """Listing rows of these sessions, by id (ids no longer in memory/ are left out)."""
+        return {info.id: info for info in _Index(self).rows_for(ids)} if ids else {}
+
     def count(self) -> int:
         return _Index(self).count()
 
@@ -425,6 +475,31 @@ def _checked(sid: str) -> str:
     if not _UUID_RE.fullmatch(sid):
         raise SessionNotFound(f"not a session id: {sid!r}")
     return sid
+
+
+def _move(src: Path, dest: Path) -> None:
+    """Rename ``src`` to ``dest`` (a missing ``src`` is fine: sessions may lack meta or db)."""
+    if not os.path.lexists(src):
+        return
+    _ensure_dir(dest.parent)
+    try:
+        os.replace(src, dest)
+        _fsync_dir(dest.parent)
+    except OSError as e:
+        raise StorageError(f"cannot move session file: {e.strerror}", path=src) from e
+
+
+def _index_for_search(store: Store, sid: str, **appended: Any) -> None:
+    """Keep search.sqlite current after a save, best effort: a save must never fail or wait for
+    it; when this does nothing, the next search sees the file's new size and re-reads it."""
+    try:
+        from . import search  # here, not at the top: search builds on this module
+
+        search.index_appended(store, sid, **appended)
+    except Exception:  # sqlite3.Error (busy, damaged), OSError, or a bug: never worth a save
+        import logging
+
+        logging.getLogger("chatcli").debug("search index not updated for %s", sid, exc_info=True)
 
 
 def _dump_meta(meta: dict[str, Any]) -> bytes:
@@ -533,14 +608,24 @@ class _Index:
             sql += f" LIMIT {int(limit)}"
         rows = [SessionInfo(*r[:5], bool(r[5]), r[6]) for r in self.conn.execute(sql)]
         if limit is not None and limit <= _RESTAT_LIMIT:
-            # Another tool may rewrite a file in place, which leaves the folder's mtime alone;
-            # a stat of each row on screen catches that (too slow for 10,000 rows of --json).
-            for i, info in enumerate(rows):
-                with contextlib.suppress(OSError):
-                    st = os.stat(os.path.join(self.store.memory_dir, info.id + ".json"))
-                    if st.st_mtime_ns != info.updated_ns:
-                        rows[i] = _build_info(self.store, info.id, st)
+            self._restat(rows)
         return rows
+
+    def rows_for(self, ids: list[str]) -> list[SessionInfo]:
+        marks = ", ".join("?" * len(ids))
+        sql = f"SELECT {self._COLUMNS} FROM sessions WHERE id IN ({marks})"
+        rows = [SessionInfo(*r[:5], bool(r[5]), r[6]) for r in self.conn.execute(sql, ids)]
+        self._restat(rows)
+        return rows
+
+    def _restat(self, rows: list[SessionInfo]) -> None:
+        # Another tool may rewrite a file in place, which leaves the folder's mtime alone;
+        # a stat of each row on screen catches that (too slow for 10,000 rows of --json).
+        for i, info in enumerate(rows):
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(self.store.memory_dir, info.id + ".json"))
+                if st.st_mtime_ns != info.updated_ns:
+                    rows[i] = _build_info(self.store, info.id, st)
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]

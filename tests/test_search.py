@@ -1,0 +1,265 @@
+"""Full-text search: `chatcli search`, the search.sqlite index, its catch-up and the save hook."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from chatcli import search
+from chatcli.cli import _print_hits, app
+from chatcli.store import Store
+
+PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
+TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
+
+
+def _invoke(root: Path, *args: str):
+    return CliRunner().invoke(app, ["--storage", str(root), *args])
+
+
+def _human(text: str) -> dict:
+    return {"type": "human", "data": {"content": text}}
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.parent.name in ("memory", "db")}
+
+
+def _session(store: Store, *texts: str, title: str | None = None) -> str:
+    sid = store.create(title=title)
+    store.append(sid, [_human(t) for t in texts])
+    return sid
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def test_search_prints_id_title_date_and_snippet(example_root: Path) -> None:
+    result = _invoke(example_root, "search", "population")
+    assert result.exit_code == 0, result.output
+    head, snippet = result.stdout.splitlines()[:2]
+    assert head.startswith(PLAIN) and "What is the capital of France?" in head
+    assert "population" in snippet and "\x1b" not in result.stdout
+
+
+def test_the_id_found_is_one_resume_accepts(example_root: Path) -> None:
+    result = _invoke(example_root, "search", "capital")
+    found = result.stdout.split()[0]
+    assert Store(example_root).resolve(found) == PLAIN
+
+
+def test_search_json_has_the_documented_fields(example_root: Path) -> None:
+    result = _invoke(example_root, "search", "--json", "customers")
+    assert result.exit_code == 0
+    (hit,) = json.loads(result.stdout)
+    assert hit["id"] == TOOLS and hit["title"] == "How many customers do we have?"
+    assert set(hit) == {"id", "title", "updated", "role", "message", "snippet"}
+    assert hit["message"] == 4 and hit["role"] == "ai"  # the newest matching message
+
+
+def test_no_match_exits_1_with_a_note(example_root: Path) -> None:
+    result = _invoke(example_root, "search", "zeppelin")
+    assert result.exit_code == 1
+    assert result.stdout == "" and "no session mentions 'zeppelin'" in result.stderr
+
+
+def test_several_words_must_all_match(example_root: Path) -> None:
+    assert _invoke(example_root, "search", "capital", "France").exit_code == 0
+    assert _invoke(example_root, "search", "capital", "customers").exit_code == 1
+
+
+def test_tool_call_sql_is_searchable(example_root: Path) -> None:
+    hits = search.search(Store(example_root), "SELECT")
+    assert [(h.id, h.role, h.position) for h in hits] == [(TOOLS, "ai", 2)]
+    assert "FROM customers" in hits[0].plain_snippet
+
+
+def test_search_syntax_in_the_query_is_taken_literally(example_root: Path) -> None:
+    for text in ['"', "NEAR(", "capital OR", "-x", "col:umn", "a AND"]:
+        result = _invoke(example_root, "search", "--", text)
+        assert result.exit_code in (0, 1), (text, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_a_query_without_words_is_refused(example_root: Path) -> None:
+    result = _invoke(example_root, "search", "***")
+    assert result.exit_code == 1
+    assert "give at least one word" in result.stderr
+
+
+def test_prefix_and_diacritics(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "Un café au lait, s'il vous plaît")
+    assert [h.id for h in search.search(store, "cafe")] == [sid]
+    assert [h.id for h in search.search(store, "pla*")] == [sid]
+
+
+def test_newest_match_first_and_limit(root: Path) -> None:
+    store = Store(root)
+    ids = [_session(store, f"shared word, session {i}") for i in range(5)]
+    assert [h.id for h in search.search(store, "shared")] == ids[::-1]
+    store.append(ids[0], [_human("shared again")])
+    hits = search.search(store, "shared", limit=2)
+    assert [h.id for h in hits] == [ids[0], ids[4]]
+
+
+def test_the_terminal_gets_highlights_and_a_pipe_plain_text(example_root: Path) -> None:
+    hits = search.search(Store(example_root), "Paris")
+    styled, plain = io.StringIO(), io.StringIO()
+    _print_hits(Console(file=styled, force_terminal=True, width=100), hits, short={})
+    _print_hits(Console(file=plain, force_terminal=False, width=100), hits, short={})
+    assert "\x1b[" in styled.getvalue() and "Paris" in styled.getvalue()
+    assert "\x1b" not in plain.getvalue() and "Paris" in plain.getvalue()
+
+
+def test_control_characters_in_messages_never_reach_the_terminal(root: Path) -> None:
+    store = Store(root)
+    _session(store, "evil \x1b]0;pwned\x07 title \x1b[2J text")
+    out = io.StringIO()
+    _print_hits(Console(file=out, force_terminal=False), search.search(store, "evil"), short={})
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+
+
+def test_a_long_first_build_is_announced_on_stderr(example_root: Path, monkeypatch) -> None:
+    monkeypatch.setattr(search, "_NOTIFY_AT", 2)
+    result = _invoke(example_root, "search", "--json", "capital")
+    assert "indexing 4 sessions for search" in result.stderr
+    assert json.loads(result.stdout)[0]["id"] == PLAIN
+    assert "indexing" not in _invoke(example_root, "search", "capital").stderr
+
+
+def test_search_never_writes_into_memory_or_db(example_root: Path, chatcli) -> None:
+    before = _tree(example_root)
+    result = chatcli("search", "capital", CHATCLI_STORAGE=str(example_root))
+    assert result.returncode == 0 and PLAIN in result.stdout and "\x1b" not in result.stdout
+    assert _tree(example_root) == before
+    assert (example_root / "search.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+# ---------------------------------------------------------------------------------------------
+# Keeping the index current
+
+
+def test_a_save_is_indexed_by_the_save_itself(root: Path, monkeypatch) -> None:
+    store = Store(root)
+    sid = _session(store, "first words")
+    search.search(store, "first")  # builds search.sqlite
+    store.append(sid, [_human("a brand new zebra")])
+
+    def no_reading(*args):
+        raise AssertionError("the file was read again")
+
+    monkeypatch.setattr(search, "_read_messages", no_reading)
+    assert [h.id for h in search.search(store, "zebra")] == [sid]
+
+
+def test_a_new_session_saved_after_a_search_is_indexed_by_its_save(root: Path) -> None:
+    store = Store(root)
+    _session(store, "old")
+    search.search(store, "old")
+    sid = store.create()
+    store.append(sid, [_human("fresh")])
+    conn = sqlite3.connect(root / "search.sqlite")
+    assert conn.execute("SELECT count FROM files WHERE id = ?", (sid,)).fetchone() == (1,)
+
+
+def test_files_written_by_other_tools_are_caught_up(root: Path) -> None:
+    store = Store(root)
+    _session(store, "mine")
+    search.search(store, "mine")
+    other = "abcdef01-2345-4678-8abc-def012345678"
+    (root / "memory" / f"{other}.json").write_text(json.dumps([_human("written elsewhere")]))
+    assert [h.id for h in search.search(store, "elsewhere")] == [other]
+
+
+def test_a_hit_rewritten_in_place_is_checked_before_it_is_shown(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "apple pie")
+    assert search.search(store, "apple")
+    folder = root / "memory"
+    st = folder.stat()
+    # Another tool rewrites the file in place (no rename): the folder's mtime stays.
+    store.memory_path(sid).write_text(json.dumps([_human("pear tart, longer text")]))
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert search.search(store, "apple") == []
+    assert [h.id for h in search.search(store, "pear")] == [sid]
+
+
+def test_a_damaged_memory_file_is_skipped_and_left_alone(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "fine text")
+    bad = root / "memory" / "11111111-1111-4111-8111-111111111111.json"
+    bad.write_bytes(b'[{"type": "human", "data": {"content": "fine')
+    assert [h.id for h in search.search(store, "fine")] == [sid]
+    assert bad.read_bytes() == b'[{"type": "human", "data": {"content": "fine'
+
+
+def test_a_busy_index_never_fails_or_holds_up_a_save(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "before")
+    search.search(store, "before")
+    blocker = sqlite3.connect(root / "search.sqlite", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    start = time.perf_counter()
+    store.append(sid, [_human("during the lock")])
+    assert time.perf_counter() - start < 1.0
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert [h.id for h in search.search(store, "during")] == [sid]
+
+
+def test_a_damaged_index_is_rebuilt(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "survivor")
+    (root / "search.sqlite").write_bytes(b"this is not a database" * 100)
+    store.append(sid, [_human("more")])  # the hook must shrug it off
+    assert [h.id for h in search.search(store, "survivor")] == [sid]
+
+
+def test_rebuild_counts_every_session_and_message(example_root: Path) -> None:
+    assert search.rebuild(Store(example_root)) == (4, 9)
+    assert search.rebuild(Store(example_root)) == (4, 9)
+
+
+def test_concurrent_searches_and_saves_agree(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "start")
+    errors: list[BaseException] = []
+
+    def saver() -> None:
+        try:
+            for i in range(20):
+                store.append(sid, [_human(f"token{i}")])
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    thread = threading.Thread(target=saver)
+    thread.start()
+    while thread.is_alive():
+        search.search(store, "start")
+    thread.join()
+    assert not errors
+    for i in range(20):
+        assert [h.id for h in search.search(store, f"token{i}")] == [sid]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("hello world", '"hello" "world"'),
+    ('say "hi"', '"say" """hi"""'),
+    ("data*", '"data"*'),
+    ("- * ()", ""),
+])
+def test_match_expression_quotes_every_word(text: str, expected: str) -> None:
+    assert search.match_expression(text) == expected
