@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import config, llm
-from .errors import ChatcliError, ConfigError, ExitCode, ModelError, QueryError
+from .errors import ChatcliError, ConfigError, ExitCode, QueryError
 from .render import (
     MarkdownStream,
     make_consoles,
@@ -165,7 +166,7 @@ class Chat:
         armed = False  # a first Ctrl-C at an empty prompt arms, a second one leaves
         while True:
             try:
-                line = prompt.prompt(pre_run=llm.preload)
+                line = prompt.prompt(pre_run=_after_first_draw(llm.preload))
             except KeyboardInterrupt:
                 if armed:
                     return 0
@@ -178,7 +179,8 @@ class Chat:
             if not line.strip():
                 continue
             try:
-                self.handle(line)
+                with _keys_not_echoed():
+                    self.handle(line)
             except _Exit:
                 return 0
             except KeyboardInterrupt:
@@ -482,13 +484,55 @@ def _build_prompt(chat: Chat) -> Any:
         # input survives restarts and failed turns: Up brings back a message the server refused
         history=FileHistory(str(chat.store.root / "input_history")),
         completer=_completer(chat),
+        # typing "/" lists the commands (the completer offers nothing for ordinary text)
         complete_while_typing=True,
         key_bindings=_key_bindings(),
         bottom_toolbar=lambda: _toolbar(chat),
         # Enter sends; Esc Enter / Alt+Enter inserts a newline (bound below)
         multiline=False,
-        enable_history_search=True,
+        # prefix search on Up would silently switch complete_while_typing off (prompt_toolkit
+        # allows only one); Up still walks the history and Ctrl-R searches it
+        enable_history_search=False,
     )
+
+
+def _after_first_draw(fn: Callable[[], None]) -> Callable[[], None]:
+    """A ``pre_run`` hook that runs ``fn`` once the prompt is on screen.
+
+    prompt_toolkit calls ``pre_run`` before its first (synchronous) draw; a background import
+    started there competes with the draw for the GIL. ``call_soon`` runs after it.
+    """
+    import asyncio
+
+    return lambda: asyncio.get_running_loop().call_soon(fn)
+
+
+@contextlib.contextmanager
+def _keys_not_echoed() -> Iterator[None]:
+    """Keep the terminal from echoing keys while a turn runs (prompt_toolkit is not reading then).
+
+    The tty's "^C" echo (or echoed type-ahead) moves the cursor under Rich's live display, which
+    then erases the wrong lines and leaves a stale copy of the reply on screen. Type-ahead is still
+    buffered and shows up at the next prompt.
+    """
+    try:
+        import termios
+    except ImportError:  # Windows: no tty echo to worry about
+        yield
+        return
+    try:
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (termios.error, OSError, ValueError):  # stdin is no terminal after all
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | getattr(termios, "ECHOCTL", 0))  # [3]: the local modes
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
 
 
 def _key_bindings() -> Any:
