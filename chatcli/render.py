@@ -9,17 +9,19 @@ exactly what the model said, with no escape codes.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from time import monotonic
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, RenderResult
-from rich.live import Live
-from rich.markdown import Markdown, UnknownElement
-from rich.segment import Segment
-from rich.table import Table
-from rich.text import Text
+# Rich's modules are imported where they are used: `chatcli list` piped to a file must not pay
+# ~40 ms for rich.markdown (and pygments, markdown-it) that it never uses.
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.live import Live
+    from rich.markdown import Markdown
+    from rich.segment import Segment
 
 __all__ = [
     "MarkdownStream",
@@ -68,7 +70,18 @@ def make_consoles() -> tuple[Console, Console]:
     Rich honours NO_COLOR and terminal detection itself.  ``highlight=False`` because
     Rich's repr highlighter would colour ids and numbers in ordinary sentences at random.
     """
+    from rich.console import Console
+
     return Console(highlight=False), Console(stderr=True, highlight=False)
+
+
+def print_stdout_table(columns: list[str], rows: Sequence[Sequence[object]], *,
+                       note: str | None = None) -> None:
+    """A table on stdout; when stdout is not a terminal, without loading Rich's console at all."""
+    if sys.stdout.isatty():
+        print_table(make_consoles()[0], columns, rows, note=note)
+    else:
+        sys.stdout.write(_plain_table(columns, rows, note=note))
 
 
 def _write_plain(console: Console, text: str) -> None:
@@ -87,6 +100,8 @@ def print_error(console: Console, message: str) -> None:
     """Print one red line ``chatcli: error: <message>`` (the caller passes a stderr console)."""
     line = f"chatcli: error: {_one_line(message)}"
     if console.is_terminal:
+        from rich.text import Text
+
         # soft_wrap: one logical line; let the terminal wrap it rather than Rich
         console.print(Text(line, style="red"), soft_wrap=True)
     else:
@@ -97,6 +112,8 @@ def print_note(console: Console, message: str) -> None:
     """Print a dim informational line."""
     text = sanitize(message)
     if console.is_terminal:
+        from rich.text import Text
+
         console.print(Text(text, style="dim"))
     else:
         _write_plain(console, text if text.endswith("\n") else text + "\n")
@@ -106,6 +123,8 @@ def print_markdown(console: Console, text: str, *, code_theme: str = "monokai") 
     """Print a whole message (e.g. when replaying history): Markdown on a terminal, else plain."""
     safe = sanitize(text)
     if console.is_terminal:
+        from rich.markdown import Markdown
+
         console.print(Markdown(safe, code_theme=code_theme))
     elif safe:
         _write_plain(console, safe if safe.endswith("\n") else safe + "\n")
@@ -139,31 +158,43 @@ def print_table(
     ``None`` is shown as ``NULL``; columns whose values are all numbers are right-aligned.
     ``note`` is printed as a dim line after the table (e.g. "42 rows, truncated").
     """
-    numeric = [
+    if not console.is_terminal:
+        _write_plain(console, _plain_table(columns, rows, title=title, note=note))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    numeric = _numeric_columns(columns, rows)
+    table = Table(title=Text(sanitize(title)) if title else None, title_justify="left")
+    for name, right in zip(columns, numeric, strict=True):
+        # Text objects, never str: a str cell would be parsed as Rich markup
+        table.add_column(Text(sanitize(name)), justify="right" if right else "left")
+    for row in rows:
+        table.add_row(*(Text(_cell(row[i]) if i < len(row) else "",
+                             style="dim" if i < len(row) and row[i] is None else "")
+                        for i in range(len(columns))))
+    console.print(table)
+    if note:
+        print_note(console, note)
+
+
+def _numeric_columns(columns: list[str], rows: Sequence[Sequence[object]]) -> list[bool]:
+    """Columns whose values are all numbers (None aside): right-aligned."""
+    return [
         any(_is_number(row[i]) for row in rows if i < len(row))
         and all(row[i] is None or _is_number(row[i]) for row in rows if i < len(row))
         for i in range(len(columns))
     ]
-    cells = [[_cell(row[i]) if i < len(row) else "" for i in range(len(columns))] for row in rows]
-    if console.is_terminal:
-        table = Table(title=Text(sanitize(title)) if title else None, title_justify="left")
-        for name, right in zip(columns, numeric, strict=True):
-            # Text objects, never str: a str cell would be parsed as Rich markup
-            table.add_column(Text(sanitize(name)), justify="right" if right else "left")
-        for row_cells, row in zip(cells, rows, strict=True):
-            table.add_row(
-                *(
-                    Text(c, style="dim" if i < len(row) and row[i] is None else "")
-                    for i, c in enumerate(row_cells)
-                )
-            )
-        console.print(table)
-        if note:
-            print_note(console, note)
-        return
 
-    # Plain text: one physical line per row, so a newline inside a value must not split it
-    flat = [[c.replace("\n", "\u21b5").replace("\t", " ") for c in r] for r in cells]
+
+def _plain_table(columns: list[str], rows: Sequence[Sequence[object]], *,
+                 title: str | None = None, note: str | None = None) -> str:
+    """Aligned plain text: one physical line per row, so a newline inside a value is shown as ↵."""
+    from rich.cells import cell_len
+
+    numeric = _numeric_columns(columns, rows)
+    flat = [[(_cell(row[i]) if i < len(row) else "").replace("\n", "\u21b5").replace("\t", " ")
+             for i in range(len(columns))] for row in rows]
     header = [sanitize(name).replace("\n", " ") for name in columns]
     widths = [
         max([cell_len(header[i]), *(cell_len(r[i]) for r in flat)]) for i in range(len(columns))
@@ -182,7 +213,7 @@ def print_table(
     lines.extend(fmt(r) for r in flat)
     if note:
         lines.append(sanitize(note))
-    _write_plain(console, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- streaming
@@ -250,6 +281,8 @@ def _trailing_new_line(markdown: Markdown, spacer: bool) -> bool | None:
     if last is None:
         return None
     kind = last.type[: -len("_close")] + "_open" if last.nesting == -1 else last.type
+    from rich.markdown import Markdown, UnknownElement
+
     return bool(getattr(Markdown.elements.get(kind, UnknownElement), "new_line", True))
 
 
@@ -268,6 +301,8 @@ class _TailView:
         if cache is None or cache[0] != key:  # e.g. a commit re-renders an unchanged tail
             lines: list[list[Segment]] = []
             if source.strip():
+                from rich.markdown import Markdown
+
                 markdown = Markdown(source, code_theme=self._stream.code_theme)
                 lines = console.render_lines(markdown, options.update(height=None), pad=False)
                 # Never taller than the screen: a Live taller than the terminal cannot be
@@ -275,6 +310,8 @@ class _TailView:
                 lines = lines[-height:]
             cache = (key, lines)
             self._cache = cache
+        from rich.segment import Segment
+
         newline = Segment.line()
         for line in cache[1]:
             yield from line
@@ -360,6 +397,8 @@ class MarkdownStream:
         blocks = self._split(safe)
         self._version += 1
         if self._live is None:
+            from rich.live import Live
+
             self._live = Live(
                 _TailView(self),
                 console=self.console,
@@ -417,6 +456,8 @@ class MarkdownStream:
             # Link reference definitions render nothing but resolve [label] in any block
             refs = "".join(self._references) + "\n" if self._references else ""
             source = refs + _SPACER + block if spacer else refs + block
+            from rich.markdown import Markdown
+
             markdown = Markdown(source, code_theme=self.code_theme)
             after = _trailing_new_line(markdown, spacer)
             if after is not None:

@@ -409,14 +409,16 @@ def test_live_tail_is_bounded_to_one_screen(text: str) -> None:
 def test_live_redraws_are_throttled_by_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     redraws: list[float] = []
-    real_refresh = render.Live.refresh
+    from rich.live import Live
 
-    def counting_refresh(live: render.Live) -> None:
+    real_refresh = Live.refresh
+
+    def counting_refresh(live: Live) -> None:
         redraws.append(clock[0])
         real_refresh(live)
 
     monkeypatch.setattr(render, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(render.Live, "refresh", counting_refresh)
+    monkeypatch.setattr(Live, "refresh", counting_refresh)
     console = terminal()
     md = MarkdownStream(console)
     for _ in range(50):  # 50 chunks in 0.5 s of one unfinished line
