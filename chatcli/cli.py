@@ -98,18 +98,9 @@ def _fail(error: ChatcliError) -> None:
 
 def _log_exception(ctx: typer.Context) -> str:
     """Write the traceback of an unexpected error to the log file; say where it went."""
-    import logging
-
-    log = logging.getLogger("chatcli")
     try:
-        path = config.log_path(_state(ctx).store.root)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.exception("unexpected error in %s", " ".join(sys.argv))
-        handler.close()
-        return f" (details in {path})"
+        return config.log_exception(_state(ctx).store.root,
+                                    f"unexpected error in {' '.join(sys.argv)}")
     except Exception:
         return ""
 
@@ -452,6 +443,45 @@ def _complete_session(ctx: typer.Context, incomplete: str) -> list[tuple[str, st
         return []
     # Typer keeps only values that start with ``incomplete``, so titles cannot be matched.
     return [row for row in rows if row[0].startswith(incomplete.lower())][:_COMPLETIONS]
+
+
+# ---------------------------------------------------------------------------------------------
+# doctor
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    fix: Annotated[bool, typer.Option(
+        "--fix", help="Rebuild the index, remove leftover temp files and orphaned metadata "
+        "(never touches a session file or a database).")] = False,
+) -> None:
+    """Check the storage folder: damaged sessions, leftovers of killed saves, a stale index."""
+    from .doctor import ADVICE, ERROR, WARNING, check, relative
+    from .render import make_consoles, print_note, print_table
+
+    report = check(_state(ctx).store, fix=fix)
+    out, _ = make_consoles()
+    order = {ERROR: 0, WARNING: 1}  # what needs the user first, the merely informative last
+    rows = [(f.level, f.problem, relative(report, f.path), f.detail, "fixed" if f.fixed else "")
+            for f in sorted(report.findings, key=lambda f: order.get(f.level, 2))]
+    if rows:
+        print_table(out, ["level", "finding", "file", "detail", "fix"], rows)
+    problems = report.problems
+    for problem in dict.fromkeys(f.problem for f in problems):
+        print_note(out, f"{problem}: {ADVICE.get(problem, '')}".rstrip(": "))
+    fixed = sum(f.fixed for f in report.findings)
+    summary = f"{report.sessions} sessions checked in {report.root}"
+    if fixed:
+        summary += f"; {fixed} fixed"
+    if problems:
+        summary += f"; {len(problems)} problems remain"
+        if not fix and any("--fix" in ADVICE.get(f.problem, "") for f in problems):
+            summary += " (run 'chatcli doctor --fix' for those it can repair)"
+    else:
+        summary += "; all well"
+    print_note(out, summary)
+    raise typer.Exit(1 if problems else 0)
 
 
 def main() -> None:

@@ -53,6 +53,31 @@ def log_path(root: Path) -> Path:
     return root / "chatcli.log"
 
 
+def log_exception(root: Path, what: str) -> str:
+    """Append ``what`` and the traceback being handled to the log file (private, 0600).
+
+    Returns " (details in PATH)" to end the one-line message with, or "" if it cannot be written.
+    """
+    import logging
+
+    path = log_path(root)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # whatever umask
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return ""
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log = logging.getLogger("chatcli")
+    log.addHandler(handler)
+    try:
+        log.exception(what)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    return f" (details in {path})"
+
+
 def api_key() -> str | None:
     """The API key, from OPENAI_API_KEY only (never from or to a file)."""
     return os.environ.get("OPENAI_API_KEY") or None

@@ -8,6 +8,7 @@ turn simply waits for it if the user was quicker.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ MAX_TOOL_ROUNDS = 8
 CONNECT_TIMEOUT = 5.0
 # Characters per token, a cheap first cut before LangChain's own approximate count.
 _CHARS_PER_TOKEN = 3
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 _preload_thread: threading.Thread | None = None
 
@@ -87,15 +90,27 @@ def prepare_messages(history: list[dict[str, Any]], *, system: str | None,
     from langchain_core.messages.utils import count_tokens_approximately
 
     tail = _rough_tail(history, budget * _CHARS_PER_TOKEN * 2)
-    messages = _pair_tool_calls(messages_from_dict(tail))
+    messages = _pair_tool_calls(messages_from_dict(_valid_unicode(tail)))
     trimmed = trim_messages(messages, max_tokens=budget, token_counter=count_tokens_approximately,
                             strategy="last", start_on="human", include_system=True)
     if not any(m.type == "human" for m in trimmed):
         # The newest turn alone is over budget: send it anyway rather than send nothing.
         last_human = max((i for i, m in enumerate(messages) if m.type == "human"), default=0)
         trimmed = messages[last_human:]
-    prefix = [SystemMessage(content=system)] if system else []
+    prefix = [SystemMessage(content=_valid_unicode(system))] if system else []
     return prefix + [m for m in trimmed if not (system and m.type == "system")]
+
+
+def _valid_unicode(value: Any) -> Any:
+    """``value`` with lone surrogates replaced by U+FFFD. Invalid UTF-8 typed at a broken terminal
+    arrives as lone surrogates; memory keeps them exactly, but a request must be valid UTF-8."""
+    if isinstance(value, str):
+        return _SURROGATE_RE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_valid_unicode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _valid_unicode(v) for k, v in value.items()}
+    return value
 
 
 def _rough_tail(history: list[dict[str, Any]], max_chars: int) -> list[dict[str, Any]]:

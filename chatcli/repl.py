@@ -148,6 +148,10 @@ class Chat:
             self._forget_if_unused()
 
     def _piped(self) -> int:
+        if reconfigure := getattr(sys.stdin, "reconfigure", None):
+            # Invalid UTF-8 (a binary paste, a wrong locale) must not end the chat: it arrives as
+            # lone surrogates, kept exactly in memory and replaced only in what the model gets.
+            reconfigure(errors="surrogateescape")
         for line in sys.stdin:
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -198,8 +202,8 @@ class Chat:
         except (_Exit, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug must not take the session down with it
-            log.exception("turn failed")
-            print_error(self.err, f"unexpected {type(e).__name__}: {e}")
+            where = config.log_exception(self.store.root, "turn failed")  # not the terminal
+            print_error(self.err, f"unexpected {type(e).__name__}: {e}{where}")
 
     def _dispatch(self, line: str) -> None:
         name, _, arg = line.partition(" ")

@@ -37,6 +37,8 @@ _RESTAT_LIMIT = 200  # listings up to this many rows stat each row's file
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _PREFIX_RE = re.compile(r"[0-9a-f-]{1,36}")
 _MEMORY_NAME_RE = re.compile(_UUID_RE.pattern + r"\.json")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_BOM = "\ufeff".encode()
 
 # Every "type" that langchain_core.messages.messages_from_dict can load.
 MESSAGE_TYPES = frozenset(
@@ -69,9 +71,13 @@ def parse_messages(raw: bytes) -> list[dict[str, Any]]:
     if not raw.strip():
         return []
     try:
-        data = json.loads(raw)
+        # UTF-8 only (a BOM is fine): json.loads(bytes) also takes UTF-16 and UTF-32, and an
+        # append of UTF-8 bytes to such a file would turn it into garbage.
+        data = json.loads(raw.decode("utf-8-sig", "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ValueError("not valid JSON: nested too deeply") from e
     return validate_messages(data)
 
 
@@ -80,20 +86,26 @@ def message_text(message: dict[str, Any]) -> str:
     content = message.get("data", {}).get("content", "")
     if isinstance(content, str):
         return content
-    parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
-    return " ".join(p for p in parts if p)
+    parts = [p.get("text", "") if isinstance(p, dict) else p for p in content]
+    return " ".join(str(p) for p in parts if p)
 
 
 def shorten(text: str, width: int = TITLE_WIDTH) -> str:
-    text = " ".join(text.split())
+    text = " ".join(displayable(text).split())
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
-def _dump_message(message: dict[str, Any]) -> bytes:
+def displayable(value: Any) -> str:
+    """A string from a file, fit for the listing and the terminal: lone surrogates (from a broken
+    terminal or another tool) become U+FFFD, anything that is not a string becomes ""."""
+    return _SURROGATE_RE.sub("\ufffd", value) if isinstance(value, str) else ""
+
+
+def _dump_json(obj: Any, *, indent: int | None = None) -> bytes:
     try:
-        return json.dumps(message, ensure_ascii=False).encode("utf-8")
+        return json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from a broken terminal: keep them, escaped
-        return json.dumps(message).encode("ascii")
+        return json.dumps(obj, indent=indent).encode("ascii")
 
 
 def appended_bytes(existing: bytes, new: list[dict[str, Any]]) -> bytes:
@@ -105,9 +117,9 @@ def appended_bytes(existing: bytes, new: list[dict[str, Any]]) -> bytes:
         if not body.endswith(b"]"):
             raise ValueError("memory file does not end with ']'")
         head = body[:-1].rstrip()
-        if head != b"[":
+        if head.removeprefix(_BOM).strip() != b"[":  # "[]", " [ ]", BOM "[]": nothing to follow
             head += b","
-    items = b",\n".join(_dump_message(m) for m in new)
+    items = b",\n".join(_dump_json(m) for m in new)
     return head + b"\n" + items + b"\n]\n"
 
 
@@ -405,11 +417,16 @@ class Store:
         _ensure_dir(self.lock_dir)
         lock = FileLock(self.lock_dir / f"{_checked(sid)}.lock", timeout=LOCK_TIMEOUT, mode=0o600)
         try:
-            with lock:
-                yield
+            lock.acquire()
         except Timeout as e:
             raise StorageError("session is locked by another chatcli process",
                                path=lock.lock_file) from e
+        except OSError as e:  # a read-only storage folder, another user's lock file
+            raise StorageError(f"cannot lock session: {e.strerror}", path=lock.lock_file) from e
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- metadata --------------------------------------------------------------------------------
 
@@ -503,7 +520,7 @@ def _index_for_search(store: Store, sid: str, **appended: Any) -> None:
 
 
 def _dump_meta(meta: dict[str, Any]) -> bytes:
-    return json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    return _dump_json(meta, indent=2) + b"\n"
 
 
 def _build_info(store: Store, sid: str, stat: os.stat_result | None = None) -> SessionInfo:
@@ -517,10 +534,11 @@ def _build_info(store: Store, sid: str, stat: os.stat_result | None = None) -> S
         messages, damaged = [], str(e)
     return SessionInfo(
         id=sid,
-        title=meta.get("title") or _first_human_title(messages) or "(empty)",
+        # metadata from other tools (or damaged) may hold anything: only text reaches the index
+        title=displayable(meta.get("title")) or _first_human_title(messages) or "(empty)",
         messages=len(messages),
         updated_ns=st.st_mtime_ns,
-        model=meta.get("model") or _last_model(messages),
+        model=displayable(meta.get("model")) or displayable(_last_model(messages)),
         has_db=store.has_db(sid),
         damaged=damaged,
     )
@@ -542,8 +560,12 @@ class _Index:
         self.conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.store.memory_dir.is_dir():
-            return _memory_index()
+        try:
+            if not self.store.memory_dir.is_dir():
+                return _memory_index()
+        except OSError as e:  # e.g. another user's storage folder
+            raise StorageError(f"cannot read sessions: {e.strerror}",
+                               path=self.store.memory_dir) from e
         try:
             if not self.path.exists():  # sqlite3 would create it with the umask's mode
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))

@@ -1,0 +1,243 @@
+"""``chatcli doctor``: what it reports, what ``--fix`` repairs, and what it never touches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DAMAGED, EXAMPLES, run
+from typer.testing import CliRunner
+
+from chatcli.cli import app
+from chatcli.doctor import ERROR, INFO, WARNING, check
+from chatcli.store import Store
+
+ORPHAN = "eeeeeeee-0000-4000-8000-000000000000"
+
+
+def _doctor(root: Path, *args: str):
+    return CliRunner().invoke(app, ["--storage", str(root), "doctor", *args])
+
+
+def _user_data(root: Path) -> dict[str, str]:
+    """Every memory file and database, by hash: what the doctor must never change."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.parent.name in ("memory", "db") and not p.name.startswith(".")}
+
+
+def _healthy(root: Path) -> Store:
+    store = Store(root)
+    for i in range(3):
+        sid = store.create(title=f"s{i}")
+        store.append(sid, [{"type": "human", "data": {"content": f"q{i}"}},
+                           {"type": "ai", "data": {"content": f"a{i}"}}])
+    store.list_sessions()
+    return store
+
+
+def _old(path: Path, data: bytes = b"") -> Path:
+    """A file last written an hour ago."""
+    path.write_bytes(data)
+    past = time.time() - 3600
+    os.utime(path, (past, past))
+    return path
+
+
+def _problems(root: Path) -> dict[str, str]:
+    return {f.problem: f.level for f in check(Store(root)).findings}
+
+
+def test_a_healthy_storage_is_all_well(root: Path) -> None:
+    _healthy(root)
+    result = _doctor(root)
+    assert result.exit_code == 0, result.output
+    assert "3 sessions checked" in result.output and "all well" in result.output
+    assert check(Store(root)).findings == []
+
+
+def test_a_storage_folder_not_made_yet_is_all_well(root: Path) -> None:
+    assert _doctor(root).exit_code == 0
+    assert not root.exists()
+
+
+def test_damaged_sessions_are_named_with_the_reason_and_what_to_do(tmp_path: Path) -> None:
+    root = tmp_path / "damaged"
+    shutil.copytree(DAMAGED, root)
+    root.chmod(0o700)
+    before = _user_data(root)
+    result = _doctor(root)
+    assert result.exit_code == 1
+    for name in os.listdir(DAMAGED / "memory"):
+        assert f"memory/{name}" in result.output
+    assert "not valid JSON" in result.output and "unknown type 'alien'" in result.output
+    assert "Repair the JSON by hand or restore it from a backup" in result.output
+    assert "4 problems remain" in result.output
+    assert _doctor(root, "--fix").exit_code == 1  # --fix cannot repair user data...
+    assert _user_data(root) == before  # ...and does not try
+
+
+def test_zero_byte_files_are_information_not_errors(tmp_path: Path) -> None:
+    root = tmp_path / "example"
+    shutil.copytree(EXAMPLES, root)
+    root.chmod(0o700)
+    report = check(Store(root))
+    assert report.ok
+    zero = {(f.problem, f.path.name) for f in report.findings if f.level == INFO}
+    assert ("zero-byte session file", "9a1f3e6b-2c5d-4e7f-8a9b-0c1d2e3f4a55.json") in zero
+    assert ("zero-byte database file", "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11.db") in zero
+    assert _doctor(root).exit_code == 0
+
+
+def test_leftover_temp_files_are_removed_by_fix_once_older_than_a_minute(root: Path) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    stale = _old(store.memory_dir / f".{sid}.json.4242.tmp", b"[half a sav")
+    fresh = store.memory_dir / f".{sid}.json.4343.tmp"
+    fresh.write_bytes(b"[")
+    db_temp = _old(store.db_dir / f".{sid}.db.abc123.tmp", b"SQLite format 3\0")
+    result = _doctor(root)
+    assert result.exit_code == 1
+    assert "leftover temp file" in result.output and "doctor --fix" in result.output
+    before = _user_data(root)
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and not db_temp.exists()
+    assert fresh.exists()  # may belong to a save in progress
+    assert _user_data(root) == before
+
+
+def test_metadata_without_a_session_or_unparsable_is_removed_by_fix(root: Path) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    store.meta_path(ORPHAN).write_text('{"title": "gone"}')
+    store.meta_path(sid).write_text("{not json")
+    assert _problems(root) == {"metadata without a session": WARNING,
+                               "damaged metadata": WARNING}
+    assert _doctor(root, "--fix").exit_code == 0
+    assert not store.meta_path(ORPHAN).exists() and not store.meta_path(sid).exists()
+    assert store.open(sid).title == _first_question(store, sid)
+    assert _doctor(root).exit_code == 0
+
+
+def _first_question(store: Store, sid: str) -> str:
+    return store.open(sid).messages[0]["data"]["content"]
+
+
+def test_a_database_without_a_session_is_reported_and_never_deleted(root: Path) -> None:
+    store = _healthy(root)
+    orphan = store.db_path(ORPHAN)
+    con = sqlite3.connect(orphan)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 1
+    assert "database without a session" in result.output and "delete it if" in result.output
+    assert orphan.exists()
+
+
+def test_a_database_copy_that_is_not_sqlite_is_an_error(root: Path) -> None:
+    store = _healthy(root)
+    store.db_path(store.ids()[0]).write_bytes(b"not a database at all")
+    assert _problems(root)["damaged database"] == ERROR
+
+
+def test_a_damaged_index_is_rebuilt_by_fix(root: Path) -> None:
+    store = _healthy(root)
+    index = root / "index.sqlite"
+    index.write_bytes(b"garbage" * 500)
+    assert _problems(root) == {"damaged index": WARNING}
+    assert index.read_bytes() == b"garbage" * 500  # checking alone changes nothing
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 0, result.output
+    assert "fixed" in result.output
+    assert sqlite3.connect(index).execute("SELECT count(*) FROM sessions").fetchone() == (3,)
+    assert len(store.list_sessions()) == 3
+
+
+def test_a_stale_index_the_listing_cannot_notice_is_rebuilt_by_fix(root: Path) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    path = store.memory_path(sid)
+    data = json.loads(path.read_bytes()) + [{"type": "human", "data": {"content": "more"}}]
+    with open(path, "r+") as f:  # rewritten in place by another tool: no folder mtime change
+        f.write(json.dumps(data))
+        f.truncate()
+    assert {r.id: r.messages for r in store.list_sessions()}[sid] == 2  # the stale listing
+    result = _doctor(root)
+    assert result.exit_code == 1
+    assert "stale index" in result.output and "shows 2 messages, has 3" in result.output
+    assert _doctor(root, "--fix").exit_code == 0
+    assert {r.id: r.messages for r in store.list_sessions()}[sid] == 3
+
+
+def test_an_index_merely_behind_a_save_is_not_a_problem(root: Path) -> None:
+    store = _healthy(root)
+    store.append(store.ids()[0], [{"type": "human", "data": {"content": "new"}}])
+    assert _doctor(root).exit_code == 0  # the listing refreshes itself when folders change
+
+
+def test_a_storage_folder_open_to_others_is_a_warning(root: Path) -> None:
+    _healthy(root)
+    root.chmod(0o755)
+    result = _doctor(root)
+    assert result.exit_code == 1 and "chmod 700" in result.output
+
+
+def test_fix_never_changes_a_session_file_or_a_database(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    shutil.copytree(EXAMPLES, root)
+    for p in (DAMAGED / "memory").iterdir():
+        shutil.copy(p, root / "memory" / p.name)
+    root.chmod(0o700)
+    store = Store(root)
+    store.db_path(ORPHAN).write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+    store.ensure()
+    store.meta_path(ORPHAN).write_text("{}")
+    _old(store.memory_dir / ".0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11.json.1.tmp")
+    (root / "index.sqlite").write_bytes(b"junk")
+    before = _user_data(root)
+    stats = {p: p.stat().st_mtime_ns for p in root.rglob("*")
+             if p.parent.name in ("memory", "db") and not p.name.startswith(".")}
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 1  # the damaged sessions and the orphan database remain
+    assert _user_data(root) == before
+    assert {p: p.stat().st_mtime_ns for p in stats} == stats
+
+
+def test_doctor_through_the_installed_command(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "damaged"
+    shutil.copytree(DAMAGED, root)
+    result = run(["doctor"], {**env, "CHATCLI_STORAGE": str(root)})
+    assert result.returncode == 1
+    assert result.stderr == "" and "\x1b" not in result.stdout
+    assert result.stdout.count("damaged session") >= 4
+
+
+def test_the_doctor_module_needs_no_ui() -> None:
+    code = ("import sys, chatcli.doctor; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('rich', 'typer', 'prompt_toolkit', 'langchain_core', 'langchain_openai')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("level", [ERROR, WARNING])
+def test_exit_status_follows_what_remains(root: Path, level: str) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    if level == ERROR:
+        store.memory_path(sid).write_bytes(b"[{")
+    else:
+        _old(store.meta_dir / f".{sid}.json.9.tmp")
+    assert _doctor(root).exit_code == 1
+    assert _doctor(root, "--fix").exit_code == (1 if level == ERROR else 0)
