@@ -78,3 +78,10 @@ def report(label: str, value: float, base: float, target: float) -> None:
     ratio = value / base
     verdict = "ok" if ratio <= target else "OVER TARGET"
     print(f"{label:<48} {value * 1000:8.1f} ms  {ratio:5.2f}x  (target <= {target}x) {verdict}")
+
+
+def byte_compile() -> None:
+    """Compile chatcli as `pip install` would: with PYTHONDONTWRITEBYTECODE set (as on some
+    machines) every start would otherwise compile each module from source again."""
+    package = Path(__file__).resolve().parent.parent / "chatcli"
+    subprocess.run([PYTHON, "-m", "compileall", "-q", str(package)], check=True)

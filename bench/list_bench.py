@@ -8,19 +8,31 @@ from __future__ import annotations
 import json
 import uuid
 
-from common import CHATCLI, bare_start, build_root, conversation, env_for, report, wall
+from common import (
+    CHATCLI,
+    bare_start,
+    build_root,
+    byte_compile,
+    conversation,
+    env_for,
+    report,
+    wall,
+)
 
 
 def main() -> None:
     root = build_root("list-10k", sessions=10_000, per_session=20)
     env = env_for(root)
     index = root / "index.sqlite"
+    byte_compile()
 
     base = bare_start("typer, rich")
-    print(f"{'bare start: python -c \"import typer, rich\"':<48} {base * 1000:8.1f} ms")
+    label = 'bare start: python -c "import typer, rich"'
+    print(f"{label:<48} {base * 1000:8.1f} ms")
 
     wall([CHATCLI, "list"], env=env, runs=1)  # make sure the index exists
-    report("warm `chatcli list --json` (10,000 sessions)", wall([CHATCLI, "list", "--json"], env=env), base, 1.5)
+    report("warm `chatcli list --json` (10,000 sessions)",
+           wall([CHATCLI, "list", "--json"], env=env), base, 1.5)
     report("warm `chatcli list` (10,000 sessions)", wall([CHATCLI, "list"], env=env), base, 1.5)
     cold = wall([CHATCLI, "list"], env=env, runs=3, setup=lambda: index.unlink(missing_ok=True))
     report("first `chatcli list` (no index yet)", cold, base, 25)

@@ -10,13 +10,12 @@ Run: python bench/prompt_bench.py
 from __future__ import annotations
 
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pexpect
-from common import CHATCLI, PYTHON, bare_start, env_for, report
+from common import CHATCLI, bare_start, byte_compile, env_for, report
 
 # prompt_toolkit switches bracketed paste on when it starts reading a line, then draws the prompt.
 PROMPT = r"\x1b\[\?2004h[^›]*›"
@@ -42,13 +41,6 @@ def time_to_prompt(env: dict[str, str]) -> float:
     elapsed = time.perf_counter() - start
     _leave(child)
     return elapsed
-
-
-def byte_compile() -> None:
-    """Compile chatcli as `pip install` would: with PYTHONDONTWRITEBYTECODE set (as on some
-    machines) every start would otherwise compile each module from source again."""
-    package = Path(__file__).resolve().parent.parent / "chatcli"
-    subprocess.run([PYTHON, "-m", "compileall", "-q", str(package)], check=True)
 
 
 def imports_around_prompt(env: dict[str, str]) -> tuple[list[str], bool]:

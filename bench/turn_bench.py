@@ -14,8 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from common import CHATCLI, DATA, conversation, env_for, report, wall
-from prompt_bench import byte_compile
+from common import CHATCLI, DATA, byte_compile, conversation, env_for, report, wall
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402

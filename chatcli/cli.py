@@ -1,4 +1,5 @@
-"""The command line: parse, call the core, turn core errors into one-line messages and exit codes."""
+"""The command line: parse, call the core, turn core errors into one-line messages and exit codes.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typer.core import TyperGroup
 
 from . import __version__, config
 from .errors import AmbiguousSession, ChatcliError, ExitCode
-from .store import SessionInfo, Store
+from .store import Store
+
 
 class _Group(TyperGroup):
     """Runs every command behind one error boundary: a line on stderr, never a traceback."""
@@ -126,13 +128,10 @@ def list_(
     shown = None if show_all else (limit or 50)
     rows = store.list_sessions(limit=shown)
     total = store.count()
-    from .render import make_consoles, print_table
-
-    out, _ = make_consoles()
     if not rows:
-        out.print("No sessions yet. Start one with: chatcli new")
+        typer.echo("No sessions yet. Start one with: chatcli new")
         return
-    short = _short_ids(store.ids())
+    short = _short_ids(store.ids(), [r.id for r in rows])
     now = time.time()
     table = [
         (short.get(r.id, r.id),
@@ -145,20 +144,19 @@ def list_(
     ]
     note = f"{len(rows)} of {total} sessions" + (
         " (use -n N or --all for more)" if len(rows) < total else "")
-    print_table(out, ["id", "title", "msgs", "updated", "model", "db"], table, note=note)
+    from .render import print_stdout_table
+
+    print_stdout_table(["id", "title", "msgs", "updated", "model", "db"], table, note=note)
 
 
-def _short_ids(ids: list[str], minimum: int = 8) -> dict[str, str]:
-    """The shortest prefix (at least ``minimum`` chars) that names each id uniquely."""
-    ids = sorted(ids)
+def _short_ids(all_ids: list[str], shown: list[str], minimum: int = 8) -> dict[str, str]:
+    """For each shown id, the shortest prefix (at least ``minimum`` chars) naming it uniquely."""
+    ordered = sorted(all_ids)
     short = {}
-    for i, sid in enumerate(ids):
-        need = minimum
-        for j in (i - 1, i + 1):
-            if 0 <= j < len(ids):
-                other = ids[j]
-                common = next((k for k, (a, b) in enumerate(zip(sid, other)) if a != b), len(sid))
-                need = max(need, common + 1)
+    for sid in shown:
+        i = bisect_left(ordered, sid)
+        neighbours = ordered[max(0, i - 1):i] + ordered[i + 1:i + 2]  # only these share most
+        need = max([minimum, *(len(os.path.commonprefix([sid, n])) + 1 for n in neighbours)])
         short[sid] = sid[:need]
     return short
 
@@ -203,8 +201,10 @@ def resume(
     session_id: Annotated[str | None, typer.Argument(
         metavar="ID", help="Session id: the full uuid or any unique prefix.",
         autocompletion=_complete_session)] = None,
-    last: Annotated[bool, typer.Option("--last", "-l", help="Resume the most recent session.")] = False,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Switch this session to another model.")] = None,
+    last: Annotated[bool, typer.Option(
+        "--last", "-l", help="Resume the most recent session.")] = False,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Switch this session to another model.")] = None,
 ) -> None:
     """Reopen a session and go on chatting."""
     store = _state(ctx).store
@@ -251,10 +251,9 @@ def config_(ctx: typer.Context) -> None:
     where = ("flag --storage" if state.storage_flag else
              "env CHATCLI_STORAGE" if os.environ.get("CHATCLI_STORAGE") else "default")
     rows.append(("storage", str(state.store.root), where))
-    from .render import make_consoles, print_table
+    from .render import print_stdout_table
 
-    out, _ = make_consoles()
-    print_table(out, ["setting", "value", "from"], rows, note=f"config file: {settings.path}")
+    print_stdout_table(["setting", "value", "from"], rows, note=f"config file: {settings.path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,41 +279,44 @@ def search_(
         f"indexing {n} sessions for search (only this once)…", err=True))
     if as_json:  # no Rich at all on this path: scripts get their answer sooner
         sys.stdout.write(json.dumps([h.as_json() for h in hits], ensure_ascii=False) + "\n")
+    elif not hits:
+        typer.echo(f"no session mentions {text!r}", err=True)
+    elif not sys.stdout.isatty():  # plain, full ids, and no Rich console to load
+        _print_plain_hits(hits)
     else:
-        from .render import make_consoles, print_note
+        from .render import make_consoles
 
-        out, err = make_consoles()
-        if hits:
-            _print_hits(out, hits, short=_short_ids(store.ids()) if out.is_terminal else {})
-        else:
-            print_note(err, f"no session mentions {text!r}")
+        _print_hits(make_consoles()[0], hits, short=_short_ids(store.ids(), [h.id for h in hits]))
     if not hits:
         raise typer.Exit(int(ExitCode.ERROR))
 
 
-def _print_hits(out: Any, hits: list[Any], *, short: dict[str, str]) -> None:
-    """Each hit as two lines: id, date and title, then the snippet (highlighted on a terminal)."""
+def _hit_date(hit: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(hit.updated_ns / 1e9))
+
+
+def _print_plain_hits(hits: list[Any]) -> None:
+    """Each hit as two lines: full id, date and title, then the snippet."""
     from .render import sanitize
 
-    lines = []
-    for hit in hits:
-        date = time.strftime("%Y-%m-%d %H:%M", time.localtime(hit.updated_ns / 1e9))
-        head = f"{short.get(hit.id, hit.id)}  {date}  {sanitize(hit.title)}"
-        if not out.is_terminal:
-            lines.append(f"{head}\n    {sanitize(hit.plain_snippet)}\n")
-            continue
-        from rich.text import Text
+    sys.stdout.write("".join(f"{hit.id}  {_hit_date(hit)}  {sanitize(hit.title)}\n"
+                             f"    {sanitize(hit.plain_snippet)}\n" for hit in hits))
 
+
+def _print_hits(out: Any, hits: list[Any], *, short: dict[str, str]) -> None:
+    """Each hit as two lines on a terminal: id, date and title, then the highlighted snippet."""
+    from rich.text import Text
+
+    from .render import sanitize
+
+    for hit in hits:
         line = Text(short.get(hit.id, hit.id), style="cyan")
-        line.append(f"  {date}  ", style="dim").append(sanitize(hit.title), style="bold")
+        line.append(f"  {_hit_date(hit)}  ", style="dim").append(sanitize(hit.title), style="bold")
         snippet = Text("    ")
         for piece, matched in hit.segments():
             snippet.append(sanitize(piece), style="bold reverse" if matched else "")
         out.print(line, soft_wrap=True)
         out.print(snippet)
-    if lines:
-        out.file.write("".join(lines))
-        out.file.flush()
 
 
 # ---------------------------------------------------------------------------------------------

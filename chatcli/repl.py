@@ -41,7 +41,11 @@ def start_new(store: Store, *, title: str | None, model: str | None, system: str
     if db is not None:
         from .sqltools import copy_database
 
-        copy_database(db, store.db_path(sid))
+        try:
+            copy_database(db, store.db_path(sid))
+        except BaseException:
+            store.discard_if_empty(sid)  # the session was only made to hold this copy
+            raise
     return Chat(store, settings, api_key).run(sid, created=True)
 
 
@@ -189,6 +193,7 @@ class Chat:
                 return 0
             except KeyboardInterrupt:
                 print_note(self.err, "(interrupted)")
+            self.out.print()  # a blank line between one exchange and the next prompt
 
     def handle(self, line: str) -> None:
         """One input line: a slash command or a message to the model. Errors end the turn only."""
@@ -267,8 +272,8 @@ class Chat:
         from .sqltools import call_tool
 
         db = self.database()
+        print_note(self.err, _describe_call(name, args))
         if name == "run_sql":
-            print_note(self.err, f"sql> {sanitize(str(args.get('query', '')))}")
             try:
                 result = db.run_sql(str(args.get("query", "")))
             except QueryError as e:  # .message: the model needs no file path
@@ -276,15 +281,17 @@ class Chat:
                 return f"error: {e.message}"
             print_table(self.out, result.columns, result.rows, note=result.note)
             return result.to_text(db.max_chars)
-        print_note(self.err, f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})")
         return call_tool(db, name, args)
 
     # -- screen ----------------------------------------------------------------------------------
 
     def _banner(self) -> None:
         assert self.session is not None
-        self.out.print(f"[bold]{sanitize(self.session.title)}[/] [dim]· {self.sid[:8]} · "
-                       f"{sanitize(self.model_name)}[/]", highlight=False)
+        from rich.text import Text
+
+        # Text, not markup: a title or model name with [brackets] must print as it is
+        self.out.print(Text.assemble((sanitize(self.session.title), "bold"),
+                                     (f" · {self.sid[:8]} · {sanitize(self.model_name)}", "dim")))
         print_note(self.out, "Enter sends · Esc Enter for a new line · /help · Ctrl-D leaves")
         self.replay(REPLAY_TURNS, turns=True)
 
@@ -304,12 +311,14 @@ class Chat:
         kind = m.get("type")
         text = message_text(m)
         if kind in ("human", "HumanMessageChunk"):
-            self.out.print(f"[bold cyan]›[/] {sanitize(text)}", highlight=False, markup=True)
+            from rich.text import Text
+
+            self.out.print(Text.assemble(("› ", "bold cyan"), sanitize(text)))
         elif kind in ("ai", "AIMessageChunk"):
             if text:
                 print_markdown(self.out, text)
             for call in m.get("data", {}).get("tool_calls") or []:
-                print_note(self.out, f"{call.get('name')}({sanitize(str(call.get('args')))})")
+                print_note(self.out, _describe_call(str(call.get("name")), call.get("args") or {}))
         elif kind == "tool":
             print_note(self.out, shorten(text, 200))
 
@@ -318,6 +327,13 @@ class Chat:
         if self._created:
             self.store.discard_if_empty(self._created)
             self._created = None
+
+
+def _describe_call(name: str, args: dict[str, Any]) -> str:
+    """How a tool call is shown: the SQL itself for run_sql."""
+    if name == "run_sql":
+        return f"sql> {args.get('query', '')}"
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
 
 
 def _tool_specs() -> list[dict[str, Any]]:
