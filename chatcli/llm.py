@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ModelError
+from .errors import DamagedSession, ModelError
 
 MAX_TOOL_ROUNDS = 8
 CONNECT_TIMEOUT = 5.0
@@ -90,7 +90,12 @@ def prepare_messages(history: list[dict[str, Any]], *, system: str | None,
     from langchain_core.messages.utils import count_tokens_approximately
 
     tail = _rough_tail(history, budget * _CHARS_PER_TOKEN * 2)
-    messages = _pair_tool_calls(messages_from_dict(_valid_unicode(tail)))
+    try:
+        loaded = messages_from_dict(_valid_unicode(tail))
+    except Exception as e:  # pydantic's ValidationError, or a validator's own AttributeError
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DamagedSession(f"this session holds a message LangChain cannot load: {first}") from e
+    messages = _pair_tool_calls(loaded)
     trimmed = trim_messages(messages, max_tokens=budget, token_counter=count_tokens_approximately,
                             strategy="last", start_on="human", include_system=True)
     if not any(m.type == "human" for m in trimmed):

@@ -102,6 +102,7 @@ class Chat:
         self.session: Session | None = None
         self.db: Any = None  # sqltools.ReadOnlyDatabase of the open session, opened on demand
         self._created: str | None = None
+        self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
 
     # -- session state ---------------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class Chat:
                 break
             except KeyboardInterrupt:
                 return int(ExitCode.INTERRUPTED)
-        return 0
+        return int(ExitCode.ERROR) if self.failed else 0
 
     def _interactive(self) -> int:
         prompt = _build_prompt(self)
@@ -203,10 +204,12 @@ class Chat:
             else:
                 self.send(line)
         except ChatcliError as e:
+            self.failed = True
             print_error(self.err, str(e))
         except (_Exit, KeyboardInterrupt):
             raise
         except Exception as e:  # a bug must not take the session down with it
+            self.failed = True
             where = config.log_exception(self.store.root, "turn failed")  # not the terminal
             print_error(self.err, f"unexpected {type(e).__name__}: {e}{where}")
 

@@ -46,6 +46,10 @@ MESSAGE_TYPES = frozenset(
     | {f"{k}MessageChunk" for k in ("AI", "Human", "System", "Chat", "Function", "Tool")}
 )
 
+# Text fields LangChain refuses to load a message without, beyond "content".
+_REQUIRED_TEXT = {"tool": ("tool_call_id",), "chat": ("role",), "function": ("name",),
+                  "remove": ("id",)}
+
 
 # ---------------------------------------------------------------------------------------------
 # Message dicts
@@ -61,8 +65,12 @@ def validate_messages(data: Any) -> list[dict[str, Any]]:
         kind = item.get("type")
         if kind not in MESSAGE_TYPES:
             raise ValueError(f"message {i} has unknown type {kind!r}")
-        if not isinstance(item["data"].get("content", ""), str | list):
-            raise ValueError(f"message {i} has content that is neither text nor a list")
+        fields = item["data"]
+        if not isinstance(fields.get("content"), str | list):
+            raise ValueError(f"message {i} has no content (text or a list)")
+        for name in _REQUIRED_TEXT.get(kind.removesuffix("MessageChunk").lower(), ()):
+            if not isinstance(fields.get(name), str):
+                raise ValueError(f"message {i} ({kind}) has no {name!r}")
     return data
 
 

@@ -360,7 +360,7 @@ def test_sql_and_schema_print_plain_tables_without_a_model_call(tmp_path: Path,
     before = _sha(db)
     result = chatcli("new", "--db", str(db),
                      input="/sql SELECT id, name FROM t ORDER BY id\n/schema\n/sql DROP TABLE t\n")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # piped: a refused line makes the run fail
     assert server.requests == []
     assert "\x1b" not in result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -375,7 +375,7 @@ def test_sql_and_schema_print_plain_tables_without_a_model_call(tmp_path: Path,
 
 def test_sql_without_a_database_says_none_is_attached(server: FakeOpenAI, chatcli) -> None:
     result = chatcli("new", input="/sql SELECT 1\n/schema\n")
-    assert result.returncode == 0
+    assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "chatcli: error: no database is attached (use /attach PATH)"] * 2
     assert result.stdout == "" and server.requests == []
@@ -395,7 +395,7 @@ def test_attach_keeps_the_old_copy_on_a_bad_file_and_detach_removes_only_the_cop
     result = chatcli("new", "--db", str(first), input=(
         f"/attach {bad}\n/sql {COUNT}\n/attach {second}\n/sql SELECT count(*) FROM v\n"
         "/detach\n/sql SELECT 1\nhi\n"))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the bad /attach and the last /sql failed
     errors = [line for line in result.stderr.splitlines() if line.startswith("chatcli: error:")]
     assert errors == [
         f"chatcli: error: not a SQLite database (or it is encrypted) ({bad})",
