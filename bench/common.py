@@ -16,16 +16,24 @@ PYTHON = sys.executable
 CHATCLI = str(Path(sys.executable).with_name("chatcli"))
 
 
-def wall(cmd: list[str], *, env: dict[str, str] | None = None, runs: int = 7,
-         stdin: str = "", setup=None) -> float:
+def wall(
+    cmd: list[str], *, env: dict[str, str] | None = None, runs: int = 7, stdin: str = "", setup=None
+) -> float:
     """Median wall time of a command (output discarded), after one warm-up run."""
     times = []
     for i in range(runs + 1):
         if setup:
             setup()
         start = time.perf_counter()
-        subprocess.run(cmd, env=env, input=stdin, text=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            cmd,
+            env=env,
+            input=stdin,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         if i:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -37,18 +45,32 @@ def bare_start(modules: str = "typer, rich") -> float:
 
 def message(kind: str, text: str) -> dict:
     """A message dict exactly as ``message_to_dict`` writes it."""
-    data = {"content": text, "additional_kwargs": {}, "response_metadata": {}, "type": kind,
-            "name": None, "id": None}
+    data = {
+        "content": text,
+        "additional_kwargs": {},
+        "response_metadata": {},
+        "type": kind,
+        "name": None,
+        "id": None,
+    }
     if kind == "ai":
-        data.update(tool_calls=[], invalid_tool_calls=[], usage_metadata=None,
-                    response_metadata={"finish_reason": "stop", "model_name": "gpt-4o-mini"})
+        data.update(
+            tool_calls=[],
+            invalid_tool_calls=[],
+            usage_metadata=None,
+            response_metadata={"finish_reason": "stop", "model_name": "gpt-4o-mini"},
+        )
     return {"type": kind, "data": data}
 
 
 def conversation(n: int, seed: int = 0) -> list[dict]:
-    return [message("human" if i % 2 == 0 else "ai",
-                    f"message {i} of conversation {seed}: " + "lorem ipsum dolor sit amet " * 6)
-            for i in range(n)]
+    return [
+        message(
+            "human" if i % 2 == 0 else "ai",
+            f"message {i} of conversation {seed}: " + "lorem ipsum dolor sit amet " * 6,
+        )
+        for i in range(n)
+    ]
 
 
 def build_root(name: str, sessions: int, per_session: int) -> Path:

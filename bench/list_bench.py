@@ -31,8 +31,12 @@ def main() -> None:
     print(f"{label:<48} {base * 1000:8.1f} ms")
 
     wall([CHATCLI, "list"], env=env, runs=1)  # make sure the index exists
-    report("warm `chatcli list --json` (10,000 sessions)",
-           wall([CHATCLI, "list", "--json"], env=env), base, 1.5)
+    report(
+        "warm `chatcli list --json` (10,000 sessions)",
+        wall([CHATCLI, "list", "--json"], env=env),
+        base,
+        1.5,
+    )
     report("warm `chatcli list` (10,000 sessions)", wall([CHATCLI, "list"], env=env), base, 1.5)
     cold = wall([CHATCLI, "list"], env=env, runs=3, setup=lambda: index.unlink(missing_ok=True))
     report("first `chatcli list` (no index yet)", cold, base, 25)

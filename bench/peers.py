@@ -36,8 +36,10 @@ WORD = "4242"  # in one conversation only
 
 def find(name: str) -> Path | None:
     package, command = PEERS[name]
-    for candidate in (Path(sys.executable).with_name(command),
-                      DATA / f"peers-{package}" / "bin" / command):
+    for candidate in (
+        Path(sys.executable).with_name(command),
+        DATA / f"peers-{package}" / "bin" / command,
+    ):
         if candidate.exists():
             return candidate
     found = shutil.which(command)
@@ -54,8 +56,9 @@ def setup() -> None:
 
 def starts(exe: Path, env: dict[str, str]) -> str | None:
     """None if ``exe --version`` works, else the reason it does not."""
-    result = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True,
-                            input="")
+    result = subprocess.run(
+        [str(exe), "--version"], env=env, capture_output=True, text=True, input=""
+    )
     if result.returncode == 0:
         return None
     lines = result.stderr.strip().splitlines()
@@ -77,8 +80,13 @@ def llm_logs(user_dir: Path, exe: Path, base_url: str) -> None:
     db.unlink(missing_ok=True)
     _llm_model_file(user_dir, base_url)
     # One real prompt creates and migrates logs.db and gives rows to copy the shape of.
-    subprocess.run([str(exe), "-m", "fake", "hello"], env=_llm_env(user_dir), check=True,
-                   capture_output=True, input="")
+    subprocess.run(
+        [str(exe), "-m", "fake", "hello"],
+        env=_llm_env(user_dir),
+        check=True,
+        capture_output=True,
+        input="",
+    )
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     tables = ("threads", "turns", "messages", "parts", "turn_search")
@@ -93,24 +101,48 @@ def llm_logs(user_dir: Path, exe: Path, base_url: str) -> None:
             turn = f"turn{i:014d}{j:08d}"
             hashes = [f"b2:{i:016x}{k:016x}" for k in (j, j + 1)]
             for k, (h, role) in enumerate(zip(hashes, ("user", "assistant"), strict=True)):
-                rows["messages"].append({**shape["messages"], "hash": h, "role": role,
-                                         "parent_hash": parent})
-                rows["parts"].append({**shape["parts"], "id": None, "message_hash": h,
-                                      "text": texts[j + k]})
+                rows["messages"].append(
+                    {**shape["messages"], "hash": h, "role": role, "parent_hash": parent}
+                )
+                rows["parts"].append(
+                    {**shape["parts"], "id": None, "message_hash": h, "text": texts[j + k]}
+                )
                 parent = h
-            rows["turns"].append({**shape["turns"], "id": turn, "thread_id": thread,
-                                  "parent_message_hash": hashes[0], "tip_message_hash": hashes[1],
-                                  "datetime_utc": when})
-            rows["turn_search"].append({**shape["turn_search"], "id": None, "turn_id": turn,
-                                        "prompt": texts[j], "response": texts[j + 1]})
-        rows["threads"].append({**shape["threads"], "id": thread, "name": texts[0][:40],
-                                "tip_message_hash": parent, "datetime_utc": when})
+            rows["turns"].append(
+                {
+                    **shape["turns"],
+                    "id": turn,
+                    "thread_id": thread,
+                    "parent_message_hash": hashes[0],
+                    "tip_message_hash": hashes[1],
+                    "datetime_utc": when,
+                }
+            )
+            rows["turn_search"].append(
+                {
+                    **shape["turn_search"],
+                    "id": None,
+                    "turn_id": turn,
+                    "prompt": texts[j],
+                    "response": texts[j + 1],
+                }
+            )
+        rows["threads"].append(
+            {
+                **shape["threads"],
+                "id": thread,
+                "name": texts[0][:40],
+                "tip_message_hash": parent,
+                "datetime_utc": when,
+            }
+        )
     for table in tables:
         conn.execute(f"DELETE FROM {table}")
         cols = list(rows[table][0])
-        conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                         f"({', '.join('?' * len(cols))})",
-                         [tuple(r.values()) for r in rows[table]])
+        conn.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            [tuple(r.values()) for r in rows[table]],
+        )
     conn.commit()
     conn.close()
     done.write_text("ok")
@@ -118,7 +150,8 @@ def llm_logs(user_dir: Path, exe: Path, base_url: str) -> None:
 
 def _llm_model_file(user_dir: Path, base_url: str) -> None:
     (user_dir / "extra-openai-models.yaml").write_text(
-        f'- model_id: fake\n  model_name: gpt-4o-mini\n  api_base: "{base_url}"\n')
+        f'- model_id: fake\n  model_name: gpt-4o-mini\n  api_base: "{base_url}"\n'
+    )
 
 
 def _llm_env(user_dir: Path) -> dict[str, str]:
@@ -132,16 +165,26 @@ def sgpt_chats(folder: Path) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(SESSIONS):
-        chat = [{"role": "user" if m["type"] == "human" else "assistant",
-                 "content": m["data"]["content"]} for m in conversation(PER_SESSION, i)]
+        chat = [
+            {
+                "role": "user" if m["type"] == "human" else "assistant",
+                "content": m["data"]["content"],
+            }
+            for m in conversation(PER_SESSION, i)
+        ]
         (folder / f"chat{i:05d}").write_text(json.dumps(chat))
     done.write_text("ok")
 
 
 def _sgpt_env(home: Path, chats: Path, base_url: str) -> dict[str, str]:
-    return {**os.environ, "HOME": str(home), "OPENAI_API_KEY": "sk-bench",
-            "API_BASE_URL": base_url, "DEFAULT_MODEL": "gpt-4o-mini",
-            "CHAT_CACHE_PATH": str(chats)}
+    return {
+        **os.environ,
+        "HOME": str(home),
+        "OPENAI_API_KEY": "sk-bench",
+        "API_BASE_URL": base_url,
+        "DEFAULT_MODEL": "gpt-4o-mini",
+        "CHAT_CACHE_PATH": str(chats),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +199,12 @@ def main() -> None:
     notes: list[str] = []
     with FakeOpenAI() as server, tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
-        chat_env = env_for(tmpdir / "chatcli", OPENAI_API_KEY="sk-bench",
-                           OPENAI_BASE_URL=server.base_url, CHATCLI_MODEL="gpt-4o-mini")
+        chat_env = env_for(
+            tmpdir / "chatcli",
+            OPENAI_API_KEY="sk-bench",
+            OPENAI_BASE_URL=server.base_url,
+            CHATCLI_MODEL="gpt-4o-mini",
+        )
         list_env = env_for(root)
         peers: dict[str, dict[str, list[str] | dict[str, str]]] = {}
 
@@ -169,29 +216,40 @@ def main() -> None:
             logs = DATA / "peers-llm-logs"
             llm_logs(logs, exe, server.base_url)
             _llm_model_file(logs, server.base_url)  # the server's port changes every run
-            peers["llm"] = {"env": _llm_env(logs), "start": [str(exe), "--version"],
-                            "help": [str(exe), "--help"],
-                            "list": [str(exe), "logs", "list", "-n", "50"],
-                            "search": [str(exe), "logs", "list", "-q", WORD, "-n", "20"],
-                            "turn": [str(exe), "-m", "fake", "hello"]}
+            peers["llm"] = {
+                "env": _llm_env(logs),
+                "start": [str(exe), "--version"],
+                "help": [str(exe), "--help"],
+                "list": [str(exe), "logs", "list", "-n", "50"],
+                "search": [str(exe), "logs", "list", "-q", WORD, "-n", "20"],
+                "turn": [str(exe), "-m", "fake", "hello"],
+            }
 
         if (exe := found["shell-gpt"]) is None:
-            notes.append("shell-gpt: not installed (pip install shell-gpt, or run with --setup); "
-                         "skipped")
+            notes.append(
+                "shell-gpt: not installed (pip install shell-gpt, or run with --setup); skipped"
+            )
         else:
             chats = DATA / "peers-sgpt-chats"
             env = _sgpt_env(tmpdir / "sgpt-home", chats, server.base_url)
             if (why := starts(exe, env)) is not None:
-                notes.append(f"shell-gpt: installed but does not start ({why}); skipped "
-                             "(1.5.1 imports click without depending on it: pip install click)")
+                notes.append(
+                    f"shell-gpt: installed but does not start ({why}); skipped "
+                    "(1.5.1 imports click without depending on it: pip install click)"
+                )
             else:
                 sgpt_chats(chats)
-                peers["shell-gpt"] = {"env": env, "start": [str(exe), "--version"],
-                                      "help": [str(exe), "--help"],
-                                      "list": [str(exe), "--list-chats"],
-                                      "turn": [str(exe), "hello"]}
-                notes.append("shell-gpt: no search; --list-chats prints every chat id, no titles; "
-                             "1.5.1 needs `pip install click` after a fresh install")
+                peers["shell-gpt"] = {
+                    "env": env,
+                    "start": [str(exe), "--version"],
+                    "help": [str(exe), "--help"],
+                    "list": [str(exe), "--list-chats"],
+                    "turn": [str(exe), "hello"],
+                }
+                notes.append(
+                    "shell-gpt: no search; --list-chats prints every chat id, no titles; "
+                    "1.5.1 needs `pip install click` after a fresh install"
+                )
 
         ours = {
             "start": ([CHATCLI, "--version"], chat_env, "start-up: --version"),

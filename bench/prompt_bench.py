@@ -23,8 +23,9 @@ RUNS = 7
 
 
 def _spawn(env: dict[str, str]) -> pexpect.spawn:
-    return pexpect.spawn(CHATCLI, ["new"], env=env, dimensions=(40, 100), encoding="utf-8",
-                         timeout=30)
+    return pexpect.spawn(
+        CHATCLI, ["new"], env=env, dimensions=(40, 100), encoding="utf-8", timeout=30
+    )
 
 
 def _leave(child: pexpect.spawn) -> None:
@@ -63,13 +64,19 @@ def imports_around_prompt(env: dict[str, str]) -> tuple[list[str], bool]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # A server that is never called: leaving at the prompt sends nothing.
-        env = env_for(Path(tmp), OPENAI_API_KEY="unused", OPENAI_BASE_URL="http://127.0.0.1:9/v1",
-                      TERM="xterm-256color")
+        env = env_for(
+            Path(tmp),
+            OPENAI_API_KEY="unused",
+            OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+            TERM="xterm-256color",
+        )
         byte_compile()
         modules, later = imports_around_prompt(env)
         heavy = [m for m in modules if m.startswith(("langchain", "openai", "pydantic", "httpx"))]
-        print(f"imported before the prompt: langchain/openai/pydantic/httpx: {heavy or 'none'}; "
-              f"langchain_openai imported in the background afterwards: {'yes' if later else 'NO'}")
+        print(
+            f"imported before the prompt: langchain/openai/pydantic/httpx: {heavy or 'none'}; "
+            f"langchain_openai imported in the background afterwards: {'yes' if later else 'NO'}"
+        )
 
         base = bare_start("typer, rich, prompt_toolkit")
         print(f"{'bare start: import typer, rich, prompt_toolkit':<48} {base * 1000:8.1f} ms")

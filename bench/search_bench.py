@@ -30,17 +30,34 @@ def main() -> None:
     print(f"{'bare start: python -c import typer, rich':<48} {base * 1000:8.1f} ms")
 
     cold = wall([CHATCLI, "search", RARE], env=env, runs=1, setup=forget)
-    print(f"{'first `chatcli search` (builds search.sqlite)':<48} {cold * 1000:8.1f} ms"
-          f"  ({index.stat().st_size / 1e6:.0f} MB index)")
-    report(f"warm `chatcli search {RARE}` (1 session)", wall([CHATCLI, "search", RARE], env=env),
-           base, 2)
-    report(f"warm `chatcli search {COMMON}` (every message)",
-           wall([CHATCLI, "search", COMMON], env=env), base, 2)
-    report(f"warm `chatcli search --json {COMMON}`",
-           wall([CHATCLI, "search", "--json", COMMON], env=env), base, 2)
+    print(
+        f"{'first `chatcli search` (builds search.sqlite)':<48} {cold * 1000:8.1f} ms"
+        f"  ({index.stat().st_size / 1e6:.0f} MB index)"
+    )
+    report(
+        f"warm `chatcli search {RARE}` (1 session)",
+        wall([CHATCLI, "search", RARE], env=env),
+        base,
+        2,
+    )
+    report(
+        f"warm `chatcli search {COMMON}` (every message)",
+        wall([CHATCLI, "search", COMMON], env=env),
+        base,
+        2,
+    )
+    report(
+        f"warm `chatcli search --json {COMMON}`",
+        wall([CHATCLI, "search", "--json", COMMON], env=env),
+        base,
+        2,
+    )
     # After any save memory/'s mtime moves, and the next search stats all 10,000 files once.
-    touched = wall([CHATCLI, "search", RARE], env=env,
-                   setup=lambda: os.utime(root / "memory", ns=(time.time_ns() - 10**10,) * 2))
+    touched = wall(
+        [CHATCLI, "search", RARE],
+        env=env,
+        setup=lambda: os.utime(root / "memory", ns=(time.time_ns() - 10**10,) * 2),
+    )
     report(f"`chatcli search {RARE}` after memory/ changed", touched, base, 2)
 
 

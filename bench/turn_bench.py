@@ -36,19 +36,23 @@ def main() -> None:
         env = env_for(root, OPENAI_API_KEY="unused", OPENAI_BASE_URL=server.base_url)
         times = {}
         for n, (path, data) in pristine.items():
+
             def setup(path: Path = path, data: bytes = data) -> None:
                 path.write_bytes(data)  # every run starts from the same n messages
                 server.reply(REPLY)
 
             before = len(server.requests)
-            times[n] = wall([CHATCLI, "resume", path.stem], env=env, stdin="q\n", runs=RUNS,
-                            setup=setup)
+            times[n] = wall(
+                [CHATCLI, "resume", path.stem], env=env, stdin="q\n", runs=RUNS, setup=setup
+            )
             sent = server.requests[before:]
             assert len(sent) == RUNS + 1, f"{len(sent)} requests for {RUNS + 1} runs"
             saved = json.loads(path.read_bytes())
             assert len(saved) == n + 2 and saved[-1]["data"]["content"] == REPLY, "turn not saved"
-            print(f"{f'turn on {n:,} messages':<48} {times[n] * 1000:8.1f} ms  "
-                  f"({len(sent[-1]['messages'])} messages sent to the model)")
+            print(
+                f"{f'turn on {n:,} messages':<48} {times[n] * 1000:8.1f} ms  "
+                f"({len(sent[-1]['messages'])} messages sent to the model)"
+            )
         path, data = pristine[10_000]
         path.write_bytes(data)
     report("turn on 10,000 messages (vs 20)", times[10_000], times[20], 1.5)

@@ -1,5 +1,4 @@
-"""The command line: parse, call the core, turn core errors into one-line messages and exit codes.
-"""
+"""The command line: parse, call the core, turn core errors into one-line messages + exit codes."""
 
 from __future__ import annotations
 
@@ -79,13 +78,23 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    storage: Annotated[Path | None, typer.Option(
-        "--storage", metavar="DIR",
-        help="Storage folder (default: $CHATCLI_STORAGE, else your user data folder).")] = None,
-    debug: Annotated[bool, typer.Option(
-        "--debug", help="Show full tracebacks instead of one-line errors.")] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    storage: Annotated[
+        Path | None,
+        typer.Option(
+            "--storage",
+            metavar="DIR",
+            help="Storage folder (default: $CHATCLI_STORAGE, else your user data folder).",
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = _State(storage, debug)
 
@@ -101,8 +110,9 @@ def _fail(error: ChatcliError) -> None:
 def _log_exception(ctx: typer.Context) -> str:
     """Write the traceback of an unexpected error to the log file; say where it went."""
     try:
-        return config.log_exception(_state(ctx).store.root,
-                                    f"unexpected error in {' '.join(sys.argv)}")
+        return config.log_exception(
+            _state(ctx).store.root, f"unexpected error in {' '.join(sys.argv)}"
+        )
     except Exception:
         return ""
 
@@ -114,11 +124,14 @@ def _log_exception(ctx: typer.Context) -> str:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    limit: Annotated[int | None, typer.Option(
-        "-n", "--limit", min=1, help="Show the N newest sessions (default 50).")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("-n", "--limit", min=1, help="Show the N newest sessions (default 50)."),
+    ] = None,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="Show every session.")] = False,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print every session (or -n of them) as a JSON array.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every session (or -n of them) as a JSON array.")
+    ] = False,
 ) -> None:
     """List sessions, newest first."""
     store = _state(ctx).store
@@ -134,16 +147,19 @@ def list_(
     short = _short_ids(store.ids(), [r.id for r in rows])
     now = time.time()
     table = [
-        (short.get(r.id, r.id),
-         f"DAMAGED: {r.damaged}" if r.damaged else r.title,
-         "?" if r.damaged else str(r.messages),
-         _relative(r.updated_ns / 1e9, now),
-         r.model,
-         "yes" if r.has_db else "")
+        (
+            short.get(r.id, r.id),
+            f"DAMAGED: {r.damaged}" if r.damaged else r.title,
+            "?" if r.damaged else str(r.messages),
+            _relative(r.updated_ns / 1e9, now),
+            r.model,
+            "yes" if r.has_db else "",
+        )
         for r in rows
     ]
     note = f"{len(rows)} of {total} sessions" + (
-        " (use -n N or --all for more)" if len(rows) < total else "")
+        " (use -n N or --all for more)" if len(rows) < total else ""
+    )
     from .render import print_stdout_table
 
     print_stdout_table(["id", "title", "msgs", "updated", "model", "db"], table, note=note)
@@ -155,7 +171,7 @@ def _short_ids(all_ids: list[str], shown: list[str], minimum: int = 8) -> dict[s
     short = {}
     for sid in shown:
         i = bisect_left(ordered, sid)
-        neighbours = ordered[max(0, i - 1):i] + ordered[i + 1:i + 2]  # only these share most
+        neighbours = ordered[max(0, i - 1) : i] + ordered[i + 1 : i + 2]  # only these share most
         need = max([minimum, *(len(os.path.commonprefix([sid, n])) + 1 for n in neighbours)])
         short[sid] = sid[:need]
     return short
@@ -182,12 +198,19 @@ def _relative(ts: float, now: float) -> str:
 def new(
     ctx: typer.Context,
     title: Annotated[str | None, typer.Option("--title", "-t", help="Session title.")] = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model name (default: $CHATCLI_MODEL, config, gpt-4o-mini).")] = None,
-    system: Annotated[str | None, typer.Option(
-        "--system", "-s", help="System prompt for this session.")] = None,
-    db: Annotated[Path | None, typer.Option(
-        "--db", metavar="PATH", help="Attach a copy of this SQLite database.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name (default: $CHATCLI_MODEL, config, gpt-4o-mini)."
+        ),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", "-s", help="System prompt for this session.")
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", metavar="PATH", help="Attach a copy of this SQLite database."),
+    ] = None,
 ) -> None:
     """Start a new session and chat (one message per line when input is piped)."""
     from .repl import start_new
@@ -198,13 +221,20 @@ def new(
 @app.command()
 def resume(
     ctx: typer.Context,
-    session_id: Annotated[str | None, typer.Argument(
-        metavar="ID", help="Session id: the full uuid or any unique prefix.",
-        autocompletion=_complete_session)] = None,
-    last: Annotated[bool, typer.Option(
-        "--last", "-l", help="Resume the most recent session.")] = False,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Switch this session to another model.")] = None,
+    session_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ID",
+            help="Session id: the full uuid or any unique prefix.",
+            autocompletion=_complete_session,
+        ),
+    ] = None,
+    last: Annotated[
+        bool, typer.Option("--last", "-l", help="Resume the most recent session.")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Switch this session to another model.")
+    ] = None,
 ) -> None:
     """Reopen a session and go on chatting."""
     store = _state(ctx).store
@@ -223,8 +253,12 @@ def resume(
 @app.command("attach-db")
 def attach_db(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.",
-                                              autocompletion=_complete_session)],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=_complete_session
+        ),
+    ],
     path: Annotated[Path, typer.Argument(help="SQLite database to copy into the session.")],
 ) -> None:
     """Attach a copy of a SQLite database to a session (your original is never modified)."""
@@ -248,8 +282,13 @@ def config_(ctx: typer.Context) -> None:
     rows = [(name, str(s.value), s.source) for name, s in settings.items()]
     rows.append(("api_key", config.mask_secret(config.api_key()), "env OPENAI_API_KEY"))
     state = _state(ctx)
-    where = ("flag --storage" if state.storage_flag else
-             "env CHATCLI_STORAGE" if os.environ.get("CHATCLI_STORAGE") else "default")
+    where = (
+        "flag --storage"
+        if state.storage_flag
+        else "env CHATCLI_STORAGE"
+        if os.environ.get("CHATCLI_STORAGE")
+        else "default"
+    )
     rows.append(("storage", str(state.store.root), where))
     from .render import print_stdout_table
 
@@ -263,20 +302,32 @@ def config_(ctx: typer.Context) -> None:
 @app.command("search")
 def search_(
     ctx: typer.Context,
-    words: Annotated[list[str], typer.Argument(
-        metavar="TEXT...", help="Words to find, all of them (word* also finds longer words).")],
-    limit: Annotated[int, typer.Option(
-        "-n", "--limit", min=1, help="Show at most N sessions (default 20).")] = 20,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print the matches as a JSON array.")] = False,
+    words: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="TEXT...", help="Words to find, all of them (word* also finds longer words)."
+        ),
+    ],
+    limit: Annotated[
+        int, typer.Option("-n", "--limit", min=1, help="Show at most N sessions (default 20).")
+    ] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the matches as a JSON array.")
+    ] = False,
 ) -> None:
     """Find sessions by what was said in them, newest match first (exit status 1: no match)."""
     from . import search
 
     text = " ".join(words)
     store = _state(ctx).store
-    hits = search.search(store, text, limit=limit, notify=lambda n: typer.echo(
-        f"indexing {n} sessions for search (only this once)…", err=True))
+    hits = search.search(
+        store,
+        text,
+        limit=limit,
+        notify=lambda n: typer.echo(
+            f"indexing {n} sessions for search (only this once)…", err=True
+        ),
+    )
     if as_json:  # no Rich at all on this path: scripts get their answer sooner
         sys.stdout.write(json.dumps([h.as_json() for h in hits], ensure_ascii=False) + "\n")
     elif not hits:
@@ -299,8 +350,13 @@ def _print_plain_hits(hits: list[Any]) -> None:
     """Each hit as two lines: full id, date and title, then the snippet."""
     from .render import sanitize
 
-    sys.stdout.write("".join(f"{hit.id}  {_hit_date(hit)}  {sanitize(hit.title)}\n"
-                             f"    {sanitize(hit.plain_snippet)}\n" for hit in hits))
+    sys.stdout.write(
+        "".join(
+            f"{hit.id}  {_hit_date(hit)}  {sanitize(hit.title)}\n"
+            f"    {sanitize(hit.plain_snippet)}\n"
+            for hit in hits
+        )
+    )
 
 
 def _print_hits(out: Any, hits: list[Any], *, short: dict[str, str]) -> None:
@@ -331,13 +387,26 @@ class _Format(StrEnum):
 @app.command()
 def export(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.",
-                                              autocompletion=_complete_session)],
-    fmt: Annotated[_Format, typer.Option(
-        "--format", "-f", help="md: a Markdown transcript; json: the messages, in the memory-file "
-        "format.")] = _Format.md,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", metavar="PATH", help="Write to this file instead of stdout.")] = None,
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=_complete_session
+        ),
+    ],
+    fmt: Annotated[
+        _Format,
+        typer.Option(
+            "--format",
+            "-f",
+            help="md: a Markdown transcript; json: the messages, in the memory-file format.",
+        ),
+    ] = _Format.md,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="PATH", help="Write to this file instead of stdout."
+        ),
+    ] = None,
 ) -> None:
     """Write a session out as Markdown or as JSON."""
     from .transfer import export_session
@@ -359,9 +428,14 @@ def export(
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(
-        metavar="PATH", help="A JSON array of LangChain message dicts, or of OpenAI-style "
-        "{role, content} messages ('-' reads stdin).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PATH",
+            help="A JSON array of LangChain message dicts, or of OpenAI-style "
+            "{role, content} messages ('-' reads stdin).",
+        ),
+    ],
     title: Annotated[str | None, typer.Option("--title", "-t", help="Session title.")] = None,
 ) -> None:
     """Make a new session from a JSON conversation; a bad file creates nothing."""
@@ -378,8 +452,12 @@ def import_(
 @app.command()
 def rename(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id or unique prefix.",
-                                              autocompletion=_complete_session)],
+    session_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="Session id or unique prefix.", autocompletion=_complete_session
+        ),
+    ],
     title: Annotated[str, typer.Argument(help="The new title.")],
 ) -> None:
     """Give a session a new title."""
@@ -395,12 +473,18 @@ def rename(
 @app.command()
 def rm(
     ctx: typer.Context,
-    session_ids: Annotated[list[str], typer.Argument(
-        metavar="ID...", help="Session ids or unique prefixes.",
-        autocompletion=_complete_session)],
+    session_ids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="ID...",
+            help="Session ids or unique prefixes.",
+            autocompletion=_complete_session,
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    restore: Annotated[bool, typer.Option(
-        "--restore", help="Bring these sessions back from the trash instead.")] = False,
+    restore: Annotated[
+        bool, typer.Option("--restore", help="Bring these sessions back from the trash instead.")
+    ] = False,
 ) -> None:
     """Move sessions to the trash (<storage>/trash/); --restore brings them back."""
     store = _state(ctx).store
@@ -413,20 +497,21 @@ def rm(
     titles = {sid: info.title for sid, info in store.infos(sids).items()}
     if not yes:
         if not sys.stdin.isatty():
-            typer.echo("chatcli: error: not removing anything without confirmation: input is not "
-                       "a terminal (add --yes)", err=True)
+            typer.echo(
+                "chatcli: error: not removing anything without confirmation: input is not "
+                "a terminal (add --yes)",
+                err=True,
+            )
             raise typer.Exit(int(ExitCode.USAGE))
         for sid in sids:
             typer.echo(f"  {sid}  {titles.get(sid, '')}", err=True)
-        if not typer.confirm(f"Move {len(sids)} session(s) to the trash?", default=False,
-                             err=True):
+        if not typer.confirm(f"Move {len(sids)} session(s) to the trash?", default=False, err=True):
             typer.echo("nothing removed", err=True)
             raise typer.Exit(int(ExitCode.ERROR))
     for sid in sids:
         store.trash(sid)
         typer.echo(f"moved to the trash: {sid}  {titles.get(sid, '')}")
-    typer.echo(f"(bring back with: chatcli rm --restore {' '.join(s[:8] for s in sids)})",
-               err=True)
+    typer.echo(f"(bring back with: chatcli rm --restore {' '.join(s[:8] for s in sids)})", err=True)
 
 
 _COMPLETIONS = 200  # more candidates than this help no one at a shell prompt
@@ -454,9 +539,14 @@ def _complete_session(ctx: typer.Context, incomplete: str) -> list[tuple[str, st
 @app.command()
 def doctor(
     ctx: typer.Context,
-    fix: Annotated[bool, typer.Option(
-        "--fix", help="Rebuild the index, remove leftover temp files and orphaned metadata "
-        "(never touches a session file or a database).")] = False,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="Rebuild the index, remove leftover temp files and orphaned metadata "
+            "(never touches a session file or a database).",
+        ),
+    ] = False,
 ) -> None:
     """Check the storage folder: damaged sessions, leftovers of killed saves, a stale index."""
     from .doctor import ADVICE, ERROR, WARNING, check, relative
@@ -465,8 +555,10 @@ def doctor(
     report = check(_state(ctx).store, fix=fix)
     out, _ = make_consoles()
     order = {ERROR: 0, WARNING: 1}  # what needs the user first, the merely informative last
-    rows = [(f.level, f.problem, relative(report, f.path), f.detail, "fixed" if f.fixed else "")
-            for f in sorted(report.findings, key=lambda f: order.get(f.level, 2))]
+    rows = [
+        (f.level, f.problem, relative(report, f.path), f.detail, "fixed" if f.fixed else "")
+        for f in sorted(report.findings, key=lambda f: order.get(f.level, 2))
+    ]
     if rows:
         print_table(out, ["level", "finding", "file", "detail", "fix"], rows)
     problems = report.problems

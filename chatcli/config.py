@@ -1,4 +1,4 @@
-"""Settings: flag > environment > config file > default, each value remembering where it came from."""
+"""Settings: flag > environment > config file > default; each value knows its source."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def storage_root(flag: Path | None = None) -> Path:
 
 
 def config_path() -> Path:
-    """The optional TOML config file: $CHATCLI_CONFIG, else config.toml in the per-user config folder."""
+    """The optional TOML config: $CHATCLI_CONFIG, else config.toml in the user config folder."""
     if env := os.environ.get("CHATCLI_CONFIG"):
         return Path(env).expanduser()
     import platformdirs
@@ -95,7 +95,7 @@ class Setting(NamedTuple):
 
 
 class Settings:
-    """The effective settings; look-up order per name: flag > environment > config file > default."""
+    """The effective settings; per name: flag > environment > config file > default."""
 
     def __init__(self, flags: dict[str, Any] | None = None, *, path: Path | None = None) -> None:
         self.path = path or config_path()
@@ -107,7 +107,9 @@ class Settings:
                 self._values[name] = Setting(flags[name], "flag")
             # 2. then the environment
             elif os.environ.get(env_name):
-                self._values[name] = Setting(_coerce(name, os.environ[env_name], kind), f"env {env_name}")
+                self._values[name] = Setting(
+                    _coerce(name, os.environ[env_name], kind), f"env {env_name}"
+                )
             # 3. then the config file
             elif name in file_values:
                 value = _coerce(name, file_values[name], kind, where=self.path)

@@ -23,8 +23,10 @@ from .store import INDEX_FILE, MEMORY_DIR, Store, parse_messages
 ERROR, WARNING, INFO = "error", "warning", "info"
 STALE_TEMP_SECONDS = 60.0  # younger temp files may belong to a save in progress
 
-_SESSION_FILE_RE = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-                              r"\.(json|db)")
+_SESSION_FILE_RE = re.compile(
+    r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"\.(json|db)"
+)
 # atomic_write's ".<name>.<pid>.tmp" and copy_database's ".<name>.<random>.tmp" (+ journal)
 _TEMP_FILE_RE = re.compile(r"\..+\.tmp(-journal|-wal|-shm)?")
 _SQLITE_MAGIC = b"SQLite format 3\0"
@@ -32,21 +34,20 @@ _SQLITE_MAGIC = b"SQLite format 3\0"
 # What the user can do about each kind of finding.
 ADVICE = {
     "damaged session": "chatcli leaves it exactly as it is: it is listed as DAMAGED and resume "
-                       "refuses it. Repair the JSON by hand or restore it from a backup.",
+    "refuses it. Repair the JSON by hand or restore it from a backup.",
     "unreadable file": "give your user read permission on it (chatcli never changes it).",
     "damaged database": "the database copy is not SQLite: attach the original again with "
-                        "'chatcli attach-db ID PATH', or delete the copy.",
+    "'chatcli attach-db ID PATH', or delete the copy.",
     "database without a session": "a database copy whose session is gone; delete it if you "
-                                  "do not need it (the doctor never deletes databases).",
+    "do not need it (the doctor never deletes databases).",
     "leftover temp file": "left by a save that was killed; the session file is intact. "
-                          "'chatcli doctor --fix' removes it.",
+    "'chatcli doctor --fix' removes it.",
     "metadata without a session": "'chatcli doctor --fix' removes it.",
     "damaged metadata": "'chatcli doctor --fix' removes it; the session then takes its title "
-                        "from its first message.",
+    "from its first message.",
     "damaged index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and "
-                     "meta/).",
-    "stale index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and "
-                   "meta/).",
+    "meta/).",
+    "stale index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and meta/).",
     "storage open to others": "run 'chmod 700' on the storage folder: sessions are private.",
 }
 
@@ -149,8 +150,9 @@ def _temp_file(report: Report, entry: os.DirEntry[str], *, fix: bool, now: float
     return True
 
 
-def _check_memory(store: Store, report: Report, *, fix: bool,
-                  now: float) -> dict[str, tuple[int, int, int | None]]:
+def _check_memory(
+    store: Store, report: Report, *, fix: bool, now: float
+) -> dict[str, tuple[int, int, int | None]]:
     """Parse every memory file; returns id -> (mtime_ns, size, messages or None if damaged)."""
     sessions: dict[str, tuple[int, int, int | None]] = {}
     for entry in _entries(report, store.memory_dir):
@@ -179,8 +181,9 @@ def _check_memory(store: Store, report: Report, *, fix: bool,
     return sessions
 
 
-def _check_databases(store: Store, report: Report, sessions: dict, *, fix: bool,
-                     now: float) -> None:
+def _check_databases(
+    store: Store, report: Report, sessions: dict, *, fix: bool, now: float
+) -> None:
     for entry in _entries(report, store.db_dir):
         path = Path(entry.path)
         if _temp_file(report, entry, fix=fix, now=now):
@@ -203,8 +206,7 @@ def _check_databases(store: Store, report: Report, sessions: dict, *, fix: bool,
             report.add(ERROR, "damaged database", path, "not an SQLite database")
 
 
-def _check_metadata(store: Store, report: Report, sessions: dict, *, fix: bool,
-                    now: float) -> None:
+def _check_metadata(store: Store, report: Report, sessions: dict, *, fix: bool, now: float) -> None:
     for entry in _entries(report, store.meta_dir):
         path = Path(entry.path)
         if _temp_file(report, entry, fix=fix, now=now):
@@ -251,9 +253,12 @@ def _check_index(store: Store, report: Report, sessions: dict, *, fix: bool) -> 
         # against what the files say. A difference means the listing cannot see a change.
         stale = _index_disagreements(store, sessions)
         if stale:
-            finding = report.add(WARNING, "stale index", path,
-                                 f"{len(stale)} rows disagree with the files, e.g. "
-                                 f"{stale[0]}")
+            finding = report.add(
+                WARNING,
+                "stale index",
+                path,
+                f"{len(stale)} rows disagree with the files, e.g. {stale[0]}",
+            )
     if not fix:
         return
     for leftover in (path, *(Path(f"{path}{s}") for s in ("-journal", "-wal", "-shm"))):

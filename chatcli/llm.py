@@ -79,9 +79,10 @@ def _load_error(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-def prepare_messages(history: list[dict[str, Any]], *, system: str | None,
-                     budget: int) -> list[Any]:
-    """What goes to the model: the system prompt plus the newest history that fits ``budget`` tokens.
+def prepare_messages(
+    history: list[dict[str, Any]], *, system: str | None, budget: int
+) -> list[Any]:
+    """What goes to the model: the system prompt and the newest history that fits ``budget``.
 
     Only a tail slightly larger than the budget is turned into LangChain objects, so a
     10,000-message session costs about what a short one does.
@@ -96,8 +97,14 @@ def prepare_messages(history: list[dict[str, Any]], *, system: str | None,
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DamagedSession(f"this session holds a message LangChain cannot load: {first}") from e
     messages = _pair_tool_calls(loaded)
-    trimmed = trim_messages(messages, max_tokens=budget, token_counter=count_tokens_approximately,
-                            strategy="last", start_on="human", include_system=True)
+    trimmed = trim_messages(
+        messages,
+        max_tokens=budget,
+        token_counter=count_tokens_approximately,
+        strategy="last",
+        start_on="human",
+        include_system=True,
+    )
     if not any(m.type == "human" for m in trimmed):
         # The newest turn alone is over budget: send it anyway rather than send nothing.
         last_human = max((i for i, m in enumerate(messages) if m.type == "human"), default=0)
@@ -208,8 +215,14 @@ class Model:
         )
         return llm.bind_tools(self.tools) if self.tools else llm
 
-    def turn(self, history: list[dict[str, Any]], *, system: str | None, budget: int,
-             execute: ToolExecutor | None = None) -> Turn:
+    def turn(
+        self,
+        history: list[dict[str, Any]],
+        *,
+        system: str | None,
+        budget: int,
+        execute: ToolExecutor | None = None,
+    ) -> Turn:
         return Turn(self, history, system=system, budget=budget, execute=execute)
 
 
@@ -219,8 +232,15 @@ class Turn:
     Iterate ``events()``. If it is abandoned (Ctrl-C), ``interrupted()`` gives what arrived.
     """
 
-    def __init__(self, model: Model, history: list[dict[str, Any]], *, system: str | None,
-                 budget: int, execute: ToolExecutor | None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        history: list[dict[str, Any]],
+        *,
+        system: str | None,
+        budget: int,
+        execute: ToolExecutor | None,
+    ) -> None:
         self.model = model
         self.history = list(history)
         self.system = system
@@ -283,7 +303,7 @@ class Turn:
         return message_to_dict(message)
 
     def interrupted(self) -> dict[str, Any] | None:
-        """The partial reply after Ctrl-C, marked ``finish_reason: interrupted`` (None if nothing)."""
+        """The partial reply after Ctrl-C, with ``finish_reason: interrupted`` (None if nothing)."""
         if self._acc is None:
             return None
         from langchain_core.messages import message_to_dict
@@ -299,8 +319,12 @@ def _plain_ai(message: Any) -> Any:
     """The message without tool calls: half-streamed calls must never be replayed."""
     from langchain_core.messages import AIMessage
 
-    return AIMessage(content=message.content, response_metadata=dict(message.response_metadata),
-                     usage_metadata=message.usage_metadata, id=message.id)
+    return AIMessage(
+        content=message.content,
+        response_metadata=dict(message.response_metadata),
+        usage_metadata=message.usage_metadata,
+        id=message.id,
+    )
 
 
 def _without_tool_calls(message: dict[str, Any], note: str) -> dict[str, Any]:

@@ -75,8 +75,9 @@ def make_consoles() -> tuple[Console, Console]:
     return Console(highlight=False), Console(stderr=True, highlight=False)
 
 
-def print_stdout_table(columns: list[str], rows: Sequence[Sequence[object]], *,
-                       note: str | None = None) -> None:
+def print_stdout_table(
+    columns: list[str], rows: Sequence[Sequence[object]], *, note: str | None = None
+) -> None:
     """A table on stdout; when stdout is not a terminal, without loading Rich's console at all."""
     if sys.stdout.isatty():
         print_table(make_consoles()[0], columns, rows, note=note)
@@ -170,9 +171,15 @@ def print_table(
         # Text objects, never str: a str cell would be parsed as Rich markup
         table.add_column(Text(sanitize(name)), justify="right" if right else "left")
     for row in rows:
-        table.add_row(*(Text(_cell(row[i]) if i < len(row) else "",
-                             style="dim" if i < len(row) and row[i] is None else "")
-                        for i in range(len(columns))))
+        table.add_row(
+            *(
+                Text(
+                    _cell(row[i]) if i < len(row) else "",
+                    style="dim" if i < len(row) and row[i] is None else "",
+                )
+                for i in range(len(columns))
+            )
+        )
     console.print(table)
     if note:
         print_note(console, note)
@@ -187,14 +194,24 @@ def _numeric_columns(columns: list[str], rows: Sequence[Sequence[object]]) -> li
     ]
 
 
-def _plain_table(columns: list[str], rows: Sequence[Sequence[object]], *,
-                 title: str | None = None, note: str | None = None) -> str:
+def _plain_table(
+    columns: list[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    title: str | None = None,
+    note: str | None = None,
+) -> str:
     """Aligned plain text: one physical line per row, so a newline inside a value is shown as ↵."""
     from rich.cells import cell_len
 
     numeric = _numeric_columns(columns, rows)
-    flat = [[(_cell(row[i]) if i < len(row) else "").replace("\n", "\u21b5").replace("\t", " ")
-             for i in range(len(columns))] for row in rows]
+    flat = [
+        [
+            (_cell(row[i]) if i < len(row) else "").replace("\n", "\u21b5").replace("\t", " ")
+            for i in range(len(columns))
+        ]
+        for row in rows
+    ]
     header = [sanitize(name).replace("\n", " ") for name in columns]
     widths = [
         max([cell_len(header[i]), *(cell_len(r[i]) for r in flat)]) for i in range(len(columns))

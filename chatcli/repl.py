@@ -28,8 +28,9 @@ log = logging.getLogger("chatcli")
 REPLAY_TURNS = 3  # turns shown again on resume
 
 
-def start_new(store: Store, *, title: str | None, model: str | None, system: str | None,
-              db: Path | None) -> int:
+def start_new(
+    store: Store, *, title: str | None, model: str | None, system: str | None, db: Path | None
+) -> int:
     """``chatcli new``: check everything that can fail, then create the session and chat."""
     settings = config.Settings({"model": model})
     api_key = _require_api_key()
@@ -63,8 +64,10 @@ def start_resume(store: Store, sid: str, *, model: str | None) -> int:
 def _require_api_key() -> str:
     key = config.api_key()
     if not key:
-        raise ConfigError("OPENAI_API_KEY is not set: export OPENAI_API_KEY=<your key> "
-                          "(any non-empty value works for a local server)")
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: export OPENAI_API_KEY=<your key> "
+            "(any non-empty value works for a local server)"
+        )
     return key
 
 
@@ -132,8 +135,9 @@ class Chat:
         if self.db is None and self.store.has_db(self.sid):
             from .sqltools import ReadOnlyDatabase
 
-            self.db = ReadOnlyDatabase(self.store.db_path(self.sid),
-                                       timeout=self.settings["sql_timeout"])
+            self.db = ReadOnlyDatabase(
+                self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
+            )
         return self.db
 
     def _close_db(self) -> None:
@@ -229,17 +233,24 @@ class Chat:
         self.session.messages = self.store.append(self.sid, [llm.human_dict(text)])
         db = self.database()
         model = llm.Model(
-            self.model_name, self.api_key, base_url=self.settings["base_url"],
-            timeout=self.settings["timeout"], tools=_tool_specs() if db else [])
+            self.model_name,
+            self.api_key,
+            base_url=self.settings["base_url"],
+            timeout=self.settings["timeout"],
+            tools=_tool_specs() if db else [],
+        )
 
         def execute(name: str, args: dict[str, Any]) -> str:
             # The model's words before its tool call belong above the query and its table.
             stream.close()
             return self._run_tool(name, args)
 
-        turn = model.turn(self.session.messages, system=self._system_with_schema(db),
-                          budget=self.settings["context_tokens"],
-                          execute=execute if db else None)
+        turn = model.turn(
+            self.session.messages,
+            system=self._system_with_schema(db),
+            budget=self.settings["context_tokens"],
+            execute=execute if db else None,
+        )
         stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
         try:
             for event in turn.events():
@@ -250,8 +261,10 @@ class Chat:
                     stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
                     self.session.messages = self.store.append(self.sid, event.messages)
                     if event.finish_reason == "incomplete":
-                        print_error(self.err, "the reply broke off before it finished; "
-                                              "what arrived is saved")
+                        print_error(
+                            self.err,
+                            "the reply broke off before it finished; what arrived is saved",
+                        )
                 elif isinstance(event, llm.Note):
                     print_note(self.err, event.text)
         except KeyboardInterrupt:
@@ -268,8 +281,10 @@ class Chat:
         if db is None:
             return system
         summary = db.schema_summary()
-        return (f"{system or ''}\n\nThe user attached a SQLite database (read-only). Use the tools "
-                f"to answer questions about it. Schema:\n{summary}").strip()
+        return (
+            f"{system or ''}\n\nThe user attached a SQLite database (read-only). Use the tools "
+            f"to answer questions about it. Schema:\n{summary}"
+        ).strip()
 
     def _run_tool(self, name: str, args: dict[str, Any]) -> str:
         from .sqltools import call_tool
@@ -293,8 +308,12 @@ class Chat:
         from rich.text import Text
 
         # Text, not markup: a title or model name with [brackets] must print as it is
-        self.out.print(Text.assemble((sanitize(self.session.title), "bold"),
-                                     (f" · {self.sid[:8]} · {sanitize(self.model_name)}", "dim")))
+        self.out.print(
+            Text.assemble(
+                (sanitize(self.session.title), "bold"),
+                (f" · {self.sid[:8]} · {sanitize(self.model_name)}", "dim"),
+            )
+        )
         print_note(self.out, "Enter sends · Esc Enter for a new line · /help · Ctrl-D leaves")
         self.replay(REPLAY_TURNS, turns=True)
 
@@ -375,9 +394,20 @@ def _new(chat: Chat, arg: str) -> None:
 @_command("/list", "/list [N]", "the newest sessions")
 def _list(chat: Chat, arg: str) -> None:
     rows = chat.store.list_sessions(limit=_count(arg, 20))
-    print_table(chat.out, ["id", "title", "msgs", "model", "db"],
-                [(r.id[:8], r.title if not r.damaged else f"DAMAGED: {r.damaged}",
-                  str(r.messages), r.model, "yes" if r.has_db else "") for r in rows])
+    print_table(
+        chat.out,
+        ["id", "title", "msgs", "model", "db"],
+        [
+            (
+                r.id[:8],
+                r.title if not r.damaged else f"DAMAGED: {r.damaged}",
+                str(r.messages),
+                r.model,
+                "yes" if r.has_db else "",
+            )
+            for r in rows
+        ],
+    )
 
 
 @_command("/switch", "/switch ID", "open another session (id or unique prefix)")
@@ -600,10 +630,11 @@ def _completer(chat: Chat) -> Any:
                     if name.startswith(text):
                         yield Completion(name, -len(text), display_meta=command.help)
             elif text.startswith("/switch "):
-                prefix = text[len("/switch "):].strip().lower()
+                prefix = text[len("/switch ") :].strip().lower()
                 for info in chat.store.list_sessions(limit=200):
                     if info.id.startswith(prefix):
-                        yield Completion(info.id, -len(prefix), display=info.id[:8],
-                                         display_meta=info.title)
+                        yield Completion(
+                            info.id, -len(prefix), display=info.id[:8], display_meta=info.title
+                        )
 
     return _SlashCompleter()

@@ -65,16 +65,23 @@ class Hit(NamedTuple):
         """The hit as ``chatcli search --json`` prints it."""
         from .store import iso_from_ns
 
-        return {"id": self.id, "title": self.title, "updated": iso_from_ns(self.updated_ns),
-                "role": self.role, "message": self.position, "snippet": self.plain_snippet}
+        return {
+            "id": self.id,
+            "title": self.title,
+            "updated": iso_from_ns(self.updated_ns),
+            "role": self.role,
+            "message": self.position,
+            "snippet": self.plain_snippet,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
 # Public entry points
 
 
-def search(store: Store, text: str, *, limit: int = 20,
-           notify: Callable[[int], None] | None = None) -> list[Hit]:
+def search(
+    store: Store, text: str, *, limit: int = 20, notify: Callable[[int], None] | None = None
+) -> list[Hit]:
     """Sessions whose messages contain every word of ``text``, newest matching message first.
 
     ``notify(n)`` is called before a long catch-up (n sessions to index, e.g. the first search).
@@ -104,14 +111,17 @@ def rebuild(store: Store) -> tuple[int, int]:
     conn = _connect(store)
     try:
         _catch_up(conn, store, None)
-        return (conn.execute("SELECT count(*) FROM files").fetchone()[0],
-                conn.execute("SELECT count(*) FROM msg").fetchone()[0])
+        return (
+            conn.execute("SELECT count(*) FROM files").fetchone()[0],
+            conn.execute("SELECT count(*) FROM msg").fetchone()[0],
+        )
     finally:
         conn.close()
 
 
-def index_appended(store: Store, sid: str, *, old_size: int, old_count: int,
-                   new: list[dict[str, Any]]) -> bool:
+def index_appended(
+    store: Store, sid: str, *, old_size: int, old_count: int, new: list[dict[str, Any]]
+) -> bool:
     """Index messages just appended to a session (called by ``Store.append`` under its lock).
 
     Only when the index holds exactly the file as it was before the append (its size and message
@@ -138,8 +148,10 @@ def index_appended(store: Store, sid: str, *, old_size: int, old_count: int,
                 return False
             st = store.memory_path(sid).stat()
             _insert(conn, num, old_count, new)
-            conn.execute("UPDATE files SET mtime = ?, size = ?, count = ? WHERE num = ?",
-                         (st.st_mtime_ns, st.st_size, old_count + len(new), num))
+            conn.execute(
+                "UPDATE files SET mtime = ?, size = ?, count = ? WHERE num = ?",
+                (st.st_mtime_ns, st.st_size, old_count + len(new), num),
+            )
             conn.execute("COMMIT")
             return True
         except BaseException:
@@ -236,16 +248,16 @@ def _remove(store: Store) -> None:
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise StorageError(f"cannot remove the search index: {e.strerror}",
-                               path=store.root / SEARCH_FILE) from e
+            raise StorageError(
+                f"cannot remove the search index: {e.strerror}", path=store.root / SEARCH_FILE
+            ) from e
 
 
 # ---------------------------------------------------------------------------------------------
 # Catching up and querying
 
 
-def _catch_up(conn: sqlite3.Connection, store: Store,
-              notify: Callable[[int], None] | None) -> None:
+def _catch_up(conn: sqlite3.Connection, store: Store, notify: Callable[[int], None] | None) -> None:
     """Re-index the sessions whose memory file changed since it was indexed; drop vanished ones.
 
     As the listing index does: while memory/'s mtime is the one seen at the last scan, nothing
@@ -257,8 +269,9 @@ def _catch_up(conn: sqlite3.Connection, store: Store,
     row = conn.execute("SELECT value FROM state WHERE key = 'folder'").fetchone()
     if folder is not None and row is not None and row[0] == folder:
         return
-    known = {r[0]: (r[1], r[2], r[3]) for r in
-             conn.execute("SELECT id, num, mtime, size FROM files")}
+    known = {
+        r[0]: (r[1], r[2], r[3]) for r in conn.execute("SELECT id, num, mtime, size FROM files")
+    }
     changed: list[tuple[int, str, int, int]] = []
     seen: set[str] = set()
     for entry in _entries(store):
@@ -287,7 +300,8 @@ def _recheck(conn: sqlite3.Connection, store: Store, ids: list[str]) -> bool:
     marks = ", ".join("?" * len(ids))
     changed, gone = [], []
     for sid, num, mtime, size in conn.execute(
-            f"SELECT id, num, mtime, size FROM files WHERE id IN ({marks})", ids):
+        f"SELECT id, num, mtime, size FROM files WHERE id IN ({marks})", ids
+    ):
         try:
             st = store.memory_path(sid).stat()
         except OSError:
@@ -300,8 +314,14 @@ def _recheck(conn: sqlite3.Connection, store: Store, ids: list[str]) -> bool:
     return bool(changed or gone)
 
 
-def _reindex(conn: sqlite3.Connection, store: Store, changed: list[tuple[int, str, int, int]],
-             gone: list[int], *, folder: int | None = None) -> None:
+def _reindex(
+    conn: sqlite3.Connection,
+    store: Store,
+    changed: list[tuple[int, str, int, int]],
+    gone: list[int],
+    *,
+    folder: int | None = None,
+) -> None:
     """Drop the sessions numbered ``gone``; index each changed (mtime, id, size, num or 0)."""
     changed.sort()  # oldest first, so that newer sessions get the higher rowids
     conn.execute("BEGIN IMMEDIATE")
@@ -318,8 +338,10 @@ def _reindex(conn: sqlite3.Connection, store: Store, changed: list[tuple[int, st
             _insert(conn, num, 0, messages)
             # The stat taken before reading: if the file moved on meanwhile, the next search
             # sees a different stat and reads it again.
-            conn.execute("UPDATE files SET mtime = ?, size = ?, count = ? WHERE num = ?",
-                         (mtime, size, len(messages), num))
+            conn.execute(
+                "UPDATE files SET mtime = ?, size = ?, count = ? WHERE num = ?",
+                (mtime, size, len(messages), num),
+            )
         conn.execute("INSERT OR REPLACE INTO state VALUES ('folder', ?)", (folder,))
         conn.execute("COMMIT")
     except BaseException:
@@ -357,15 +379,24 @@ def _delete_rows(conn: sqlite3.Connection, num: int) -> None:
     conn.execute("DELETE FROM msg WHERE num = ?", (num,))
 
 
-def _insert(conn: sqlite3.Connection, num: int, start: int,
-            messages: list[dict[str, Any]]) -> None:
+def _insert(conn: sqlite3.Connection, num: int, start: int, messages: list[dict[str, Any]]) -> None:
     first = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM msg").fetchone()[0]
-    rows = [(first + i, start + i, str(m.get("type", "")).removesuffix("MessageChunk").lower(),
-             searchable_text(m)) for i, m in enumerate(messages)]
-    conn.executemany("INSERT INTO msg (rowid, num, pos, role) VALUES (?, ?, ?, ?)",
-                     [(r, num, pos, role) for r, pos, role, _ in rows])
-    conn.executemany("INSERT INTO fts (rowid, body) VALUES (?, ?)",
-                     [(r, body) for r, _, _, body in rows])
+    rows = [
+        (
+            first + i,
+            start + i,
+            str(m.get("type", "")).removesuffix("MessageChunk").lower(),
+            searchable_text(m),
+        )
+        for i, m in enumerate(messages)
+    ]
+    conn.executemany(
+        "INSERT INTO msg (rowid, num, pos, role) VALUES (?, ?, ?, ?)",
+        [(r, num, pos, role) for r, pos, role, _ in rows],
+    )
+    conn.executemany(
+        "INSERT INTO fts (rowid, body) VALUES (?, ?)", [(r, body) for r, _, _, body in rows]
+    )
 
 
 def _query(conn: sqlite3.Connection, store: Store, expression: str, limit: int) -> list[Hit]:
@@ -374,7 +405,9 @@ def _query(conn: sqlite3.Connection, store: Store, expression: str, limit: int) 
         cursor = conn.execute(
             "SELECT fts.rowid, files.id, msg.pos, msg.role FROM fts"
             " JOIN msg ON msg.rowid = fts.rowid JOIN files ON files.num = msg.num"
-            " WHERE fts MATCH ? ORDER BY fts.rowid DESC", (expression,))
+            " WHERE fts MATCH ? ORDER BY fts.rowid DESC",
+            (expression,),
+        )
         for rowid, sid, pos, role in cursor:
             if sid not in best:
                 best[sid] = (rowid, pos, role)
@@ -392,7 +425,7 @@ def _query(conn: sqlite3.Connection, store: Store, expression: str, limit: int) 
             continue
         snippet = conn.execute(
             "SELECT snippet(fts, 0, ?, ?, '…', ?) FROM fts WHERE fts MATCH ? AND rowid = ?",
-            (HIT_START, HIT_END, SNIPPET_TOKENS, expression, rowid)).fetchone()[0]
-        hits.append(Hit(info.id, info.title, info.updated_ns, role, pos,
-                        " ".join(snippet.split())))
+            (HIT_START, HIT_END, SNIPPET_TOKENS, expression, rowid),
+        ).fetchone()[0]
+        hits.append(Hit(info.id, info.title, info.updated_ns, role, pos, " ".join(snippet.split())))
     return hits

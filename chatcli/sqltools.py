@@ -554,8 +554,11 @@ class ReadOnlyDatabase:
         explains.
         """
         deadline = self._deadline
-        if ("interrupted" in str(e) and not self._interrupted
-                and (deadline is None or time.monotonic() < deadline)):
+        if (
+            "interrupted" in str(e)
+            and not self._interrupted
+            and (deadline is None or time.monotonic() < deadline)
+        ):
             raise KeyboardInterrupt from None
 
     def _query_error(self, e: sqlite3.Error, limit: float, query: str | None) -> QueryError:

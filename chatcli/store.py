@@ -47,8 +47,12 @@ MESSAGE_TYPES = frozenset(
 )
 
 # Text fields LangChain refuses to load a message without, beyond "content".
-_REQUIRED_TEXT = {"tool": ("tool_call_id",), "chat": ("role",), "function": ("name",),
-                  "remove": ("id",)}
+_REQUIRED_TEXT = {
+    "tool": ("tool_call_id",),
+    "chat": ("role",),
+    "function": ("name",),
+    "remove": ("id",),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +121,7 @@ def _dump_json(obj: Any, *, indent: int | None = None) -> bytes:
 
 
 def appended_bytes(existing: bytes, new: list[dict[str, Any]]) -> bytes:
-    """The file with ``new`` appended, every existing byte before the closing ``]`` kept as it was."""
+    """The file with ``new`` appended; every byte before the closing ``]`` is kept as it was."""
     body = existing.rstrip()
     if not body:
         head = b"["
@@ -143,7 +147,7 @@ def _ensure_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash at any instant leaves the old or the new file."""
+    """Replace ``path`` with ``data``; a crash at any instant leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -309,8 +313,9 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def create(self, *, title: str | None = None, model: str | None = None,
-               system: str | None = None) -> str:
+    def create(
+        self, *, title: str | None = None, model: str | None = None, system: str | None = None
+    ) -> str:
         """A new empty session on disk; returns its id."""
         import uuid
 
@@ -359,8 +364,9 @@ class Store:
                 current = parse_messages(raw)
                 data = appended_bytes(raw, new)
             except ValueError as e:
-                raise DamagedSession(f"session file is damaged, not saving into it: {e}",
-                                     path=path) from e
+                raise DamagedSession(
+                    f"session file is damaged, not saving into it: {e}", path=path
+                ) from e
             atomic_write(path, data)
             _index_for_search(self, sid, old_size=len(raw), old_count=len(current), new=new)
         return current + new
@@ -397,8 +403,10 @@ class Store:
         src = self.trash_dir / _checked(sid)
         with self.lock(sid):
             if self.memory_path(sid).exists():
-                raise StorageError(f"a session {sid} exists again; not restoring over it",
-                                   path=self.memory_path(sid))
+                raise StorageError(
+                    f"a session {sid} exists again; not restoring over it",
+                    path=self.memory_path(sid),
+                )
             if not (src / MEMORY_DIR / f"{sid}.json").exists():
                 raise SessionNotFound(f"no trashed session {sid}", path=src)
             self.ensure()
@@ -427,8 +435,9 @@ class Store:
         try:
             lock.acquire()
         except Timeout as e:
-            raise StorageError("session is locked by another chatcli process",
-                               path=lock.lock_file) from e
+            raise StorageError(
+                "session is locked by another chatcli process", path=lock.lock_file
+            ) from e
         except OSError as e:  # a read-only storage folder, another user's lock file
             raise StorageError(f"cannot lock session: {e.strerror}", path=lock.lock_file) from e
         try:
@@ -480,7 +489,8 @@ class Store:
         return _Index(self).count()
 
     def list_json(self, *, limit: int | None = None) -> str:
-        """The listing as a JSON array; the full one is cached in the index until a folder changes."""
+        """The listing as a JSON array; the full one stays cached in the index until a folder
+        changes."""
         index = _Index(self)
         if limit is None and (cached := index.state("json")) is not None:
             return cached
@@ -572,8 +582,9 @@ class _Index:
             if not self.store.memory_dir.is_dir():
                 return _memory_index()
         except OSError as e:  # e.g. another user's storage folder
-            raise StorageError(f"cannot read sessions: {e.strerror}",
-                               path=self.store.memory_dir) from e
+            raise StorageError(
+                f"cannot read sessions: {e.strerror}", path=self.store.memory_dir
+            ) from e
         try:
             if not self.path.exists():  # sqlite3 would create it with the umask's mode
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -594,12 +605,15 @@ class _Index:
         store = self.store
         # Our saves and attaches all rename files into these folders, which changes their mtimes;
         # so unchanged mtimes mean nothing was added, removed or replaced since the last scan.
-        dir_state = json.dumps([_mtime_ns(d) for d in (store.memory_dir, store.meta_dir,
-                                                       store.db_dir)])
+        dir_state = json.dumps(
+            [_mtime_ns(d) for d in (store.memory_dir, store.meta_dir, store.db_dir)]
+        )
         row = conn.execute("SELECT value FROM state WHERE key = 'dirs'").fetchone()
         if row and row[0] == dir_state:
             return
-        known = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, mem_mtime, mem_size FROM sessions")}
+        known = {
+            r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, mem_mtime, mem_size FROM sessions")
+        }
         meta_mtimes = _scan_mtimes(store.meta_dir, ".json")
         known_meta = dict(conn.execute("SELECT id, meta_mtime FROM sessions"))
         fresh: list[tuple[Any, ...]] = []
@@ -613,8 +627,9 @@ class _Index:
                 st = entry.stat()
             except OSError:
                 continue
-            if (known.get(sid) == (st.st_mtime_ns, st.st_size)
-                    and known_meta.get(sid) == meta_mtimes.get(sid)):
+            if known.get(sid) == (st.st_mtime_ns, st.st_size) and known_meta.get(
+                sid
+            ) == meta_mtimes.get(sid):
                 continue
             fresh.append(_index_row(store, sid, st, meta_mtimes.get(sid)))
         gone = [(sid,) for sid in known if sid not in seen]
@@ -622,8 +637,11 @@ class _Index:
         try:
             conn.executemany("DELETE FROM sessions WHERE id = ?", gone)
             conn.executemany(
-                f"INSERT OR REPLACE INTO sessions ({self._COLUMNS}, mem_mtime, mem_size, meta_mtime)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+                f"INSERT OR REPLACE INTO sessions"
+                f" ({self._COLUMNS}, mem_mtime, mem_size, meta_mtime)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                fresh,
+            )
             _refresh_db_flags(conn, store)
             conn.execute("DELETE FROM state WHERE key = 'json'")
             conn.execute("INSERT OR REPLACE INTO state VALUES ('dirs', ?)", (dir_state,))
@@ -689,13 +707,24 @@ def _create_schema(conn: sqlite3.Connection, version: int) -> None:
 
 def _index_row(store: Store, sid: str, st: os.stat_result, meta_mtime: int | None) -> tuple:
     info = _build_info(store, sid, st)
-    return (info.id, info.title, info.messages, info.updated_ns, info.model, int(info.has_db),
-            info.damaged, st.st_mtime_ns, st.st_size, meta_mtime)
+    return (
+        info.id,
+        info.title,
+        info.messages,
+        info.updated_ns,
+        info.model,
+        int(info.has_db),
+        info.damaged,
+        st.st_mtime_ns,
+        st.st_size,
+        meta_mtime,
+    )
 
 
 def _refresh_db_flags(conn: sqlite3.Connection, store: Store) -> None:
-    attached = [(e.name[:-3],) for e in _scandir(store.db_dir)
-                if e.name.endswith(".db") and _size(e) > 0]
+    attached = [
+        (e.name[:-3],) for e in _scandir(store.db_dir) if e.name.endswith(".db") and _size(e) > 0
+    ]
     conn.execute("UPDATE sessions SET has_db = 0")
     conn.executemany("UPDATE sessions SET has_db = 1 WHERE id = ?", attached)
 

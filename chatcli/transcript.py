@@ -26,10 +26,16 @@ def to_markdown(title: str, messages: list[dict[str, Any]]) -> str:
         for call in data.get("tool_calls") or []:
             args = call.get("args") or {}
             if call.get("name") == "run_sql" and "query" in args:
-                lines += [f"Tool call `run_sql`:", "", "```sql", str(args["query"]), "```", ""]
+                lines += ["Tool call `run_sql`:", "", "```sql", str(args["query"]), "```", ""]
             else:
-                lines += [f"Tool call `{call.get('name')}`:", "", "```json",
-                          json.dumps(args, ensure_ascii=False, indent=2), "```", ""]
+                lines += [
+                    f"Tool call `{call.get('name')}`:",
+                    "",
+                    "```json",
+                    json.dumps(args, ensure_ascii=False, indent=2),
+                    "```",
+                    "",
+                ]
         finish = (data.get("response_metadata") or {}).get("finish_reason")
         if finish in ("interrupted", "incomplete"):
             lines += [f"*(reply {finish})*", ""]

@@ -15,8 +15,13 @@ from .errors import ChatcliError
 from .store import Store, appended_bytes, validate_messages
 
 FORMATS = ("md", "json")
-_OPENAI_KINDS = {"system": "system", "developer": "system", "user": "human", "assistant": "ai",
-                 "tool": "tool"}
+_OPENAI_KINDS = {
+    "system": "system",
+    "developer": "system",
+    "user": "human",
+    "assistant": "ai",
+    "tool": "tool",
+}
 
 
 def export_session(store: Store, sid: str, *, fmt: str = "md") -> bytes:
@@ -45,8 +50,9 @@ def import_file(store: Store, path: Path, *, title: str | None = None) -> tuple[
     return import_bytes(store, raw, title=title, source=path)
 
 
-def import_bytes(store: Store, raw: bytes, *, title: str | None = None,
-                 source: Path | str | None = None) -> tuple[str, int]:
+def import_bytes(
+    store: Store, raw: bytes, *, title: str | None = None, source: Path | str | None = None
+) -> tuple[str, int]:
     """As :func:`import_file`, from the file's bytes (``source`` names it in errors)."""
     try:
         messages = read_conversation(raw)
@@ -77,8 +83,10 @@ def read_conversation(raw: bytes) -> list[dict[str, Any]]:
     elif isinstance(first, dict) and "type" in first:
         dicts = validate_messages(data)
     else:
-        raise ValueError("message 0 is neither a LangChain message ({type, data}) "
-                         "nor an OpenAI one ({role, content})")
+        raise ValueError(
+            "message 0 is neither a LangChain message ({type, data}) "
+            "nor an OpenAI one ({role, content})"
+        )
     from .llm import normalize_messages
 
     return normalize_messages(dicts)
@@ -94,8 +102,9 @@ def from_openai(items: list[Any]) -> list[dict[str, Any]]:
         role = item.get("role")
         kind = _OPENAI_KINDS.get(role) if isinstance(role, str) else None
         if kind is None:
-            raise ValueError(f"message {i} has unknown role {role!r} "
-                             "(expected system, user, assistant or tool)")
+            raise ValueError(
+                f"message {i} has unknown role {role!r} (expected system, user, assistant or tool)"
+            )
         content = item.get("content")
         if content is None and (kind == "ai" or "content" in item):
             content = ""  # an assistant turn that only calls tools
@@ -126,10 +135,15 @@ def _tool_call(i: int, call: Any) -> dict[str, Any]:
         try:
             args = json.loads(args)
         except json.JSONDecodeError as e:
-            raise ValueError(f"message {i}: the arguments of tool call {name!r} are not valid "
-                             f"JSON: {e}") from e
+            raise ValueError(
+                f"message {i}: the arguments of tool call {name!r} are not valid JSON: {e}"
+            ) from e
     if not isinstance(args, dict):
         raise ValueError(f"message {i}: the arguments of tool call {name!r} are not an object")
     call_id = call.get("id")
-    return {"name": name, "args": args, "id": call_id if isinstance(call_id, str) else None,
-            "type": "tool_call"}
+    return {
+        "name": name,
+        "args": args,
+        "id": call_id if isinstance(call_id, str) else None,
+        "type": "tool_call",
+    }

@@ -42,8 +42,11 @@ def server() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def env(root: Path, tmp_path: Path, server: FakeOpenAI) -> dict[str, str]:
     """Environment for a chatcli subprocess: private storage and config, the loopback server."""
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith(("OPENAI_", "CHATCLI_")) and k != "NO_COLOR"}
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "CHATCLI_")) and k != "NO_COLOR"
+    }
     e.update(
         CHATCLI_STORAGE=str(root),
         CHATCLI_CONFIG=str(tmp_path / "config.toml"),
@@ -56,17 +59,30 @@ def env(root: Path, tmp_path: Path, server: FakeOpenAI) -> dict[str, str]:
     return e
 
 
-def run(args: list[str], env: dict[str, str], input: str | None = None,
-        timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str],
+    env: dict[str, str],
+    input: str | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the installed chatcli as a user would, with stdin/stdout as pipes."""
-    return subprocess.run([CHATCLI, *args], input=input if input is not None else "",
-                          env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [CHATCLI, *args],
+        input=input if input is not None else "",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture
 def chatcli(env: dict[str, str]):
-    def _run(*args: str, input: str | None = None, cwd: Path | None = None,
-             **extra: str) -> subprocess.CompletedProcess[str]:
+    def _run(
+        *args: str, input: str | None = None, cwd: Path | None = None, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         return run(list(args), {**env, **extra}, input=input, cwd=cwd)
 
     return _run

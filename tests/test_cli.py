@@ -1,4 +1,4 @@
-"""The commands as a user runs them: Typer's CliRunner and the installed ``chatcli`` as a subprocess."""
+"""The commands as a user runs them: Typer's CliRunner and the installed ``chatcli`` process."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.parent.name in ("memory", "db")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.parent.name in ("memory", "db")
+    }
 
 
 def _invoke(root: Path, *args: str):
@@ -94,7 +97,9 @@ def test_resume_of_a_damaged_file_names_it_and_leaves_it(tmp_path: Path, chatcli
     before = _tree(root)
     result = chatcli("resume", "1111", CHATCLI_STORAGE=str(root), input="hello\n")
     assert result.returncode == 1
-    assert "damaged" in result.stderr and "11111111-1111-4111-8111-111111111111.json" in result.stderr
+    assert (
+        "damaged" in result.stderr and "11111111-1111-4111-8111-111111111111.json" in result.stderr
+    )
     assert len(result.stderr.strip().splitlines()) == 1
     assert _tree(root) == before
 
@@ -124,8 +129,9 @@ def _make_db(path: Path) -> Path:
     return path
 
 
-def test_attach_db_copies_and_never_touches_the_original(example_root: Path, tmp_path: Path,
-                                                         chatcli) -> None:
+def test_attach_db_copies_and_never_touches_the_original(
+    example_root: Path, tmp_path: Path, chatcli
+) -> None:
     src = _make_db(tmp_path / "data.db")
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     result = chatcli("attach-db", PLAIN[:8], str(src), CHATCLI_STORAGE=str(example_root))
@@ -133,14 +139,17 @@ def test_attach_db_copies_and_never_touches_the_original(example_root: Path, tmp
     copy = example_root / "db" / f"{PLAIN}.db"
     assert sqlite3.connect(copy).execute("SELECT count(*) FROM t").fetchone() == (2,)
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
-    listed = {r["id"]: r for r in json.loads(chatcli("list", "--json",
-                                                      CHATCLI_STORAGE=str(example_root)).stdout)}
+    listed = {
+        r["id"]: r
+        for r in json.loads(chatcli("list", "--json", CHATCLI_STORAGE=str(example_root)).stdout)
+    }
     assert listed[PLAIN]["db"] == str(copy)
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "text", "garbage", "empty"])
 def test_attach_db_refuses_bad_files_and_keeps_the_old_attachment(
-        example_root: Path, tmp_path: Path, chatcli, kind: str) -> None:
+    example_root: Path, tmp_path: Path, chatcli, kind: str
+) -> None:
     bad = tmp_path / "bad.db"
     if kind == "directory":
         bad.mkdir()
@@ -158,8 +167,9 @@ def test_attach_db_refuses_bad_files_and_keeps_the_old_attachment(
     assert _tree(example_root) == before
 
 
-def test_attach_db_to_an_unknown_session_is_refused(example_root: Path, tmp_path: Path,
-                                                    chatcli) -> None:
+def test_attach_db_to_an_unknown_session_is_refused(
+    example_root: Path, tmp_path: Path, chatcli
+) -> None:
     src = _make_db(tmp_path / "data.db")
     result = chatcli("attach-db", "ffffffff", str(src), CHATCLI_STORAGE=str(example_root))
     assert result.returncode == 2

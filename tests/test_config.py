@@ -1,4 +1,4 @@
-"""Settings precedence: flag > environment > config file > default; bad files are one-line errors."""
+"""Settings precedence: flag > env > config file > default; bad files are one-line errors."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def test_flag_beats_env_beats_file_beats_default(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flag_beats_env_beats_file_beats_default(
+    cfg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg.write_text('model = "from-file"\ncontext_tokens = 900\n')
     assert config.Settings()["model"] == "from-file"
     assert config.Settings().source("context_tokens") == f"config {cfg}"
@@ -29,12 +31,15 @@ def test_flag_beats_env_beats_file_beats_default(cfg: Path, monkeypatch: pytest.
     assert config.Settings().source("theme") == "default"
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("model = ", "not valid TOML"),
-    ("colour = 'red'", "unknown setting 'colour'"),
-    ("context_tokens = 'many'", "must be a positive int"),
-    ("context_tokens = -5", "must be a positive int"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("model = ", "not valid TOML"),
+        ("colour = 'red'", "unknown setting 'colour'"),
+        ("context_tokens = 'many'", "must be a positive int"),
+        ("context_tokens = -5", "must be a positive int"),
+    ],
+)
 def test_bad_config_files_are_named_errors(cfg: Path, text: str, problem: str) -> None:
     cfg.write_text(text)
     with pytest.raises(ConfigError) as e:

@@ -29,17 +29,24 @@ def _doctor(root: Path, *args: str):
 
 def _user_data(root: Path) -> dict[str, str]:
     """Every memory file and database, by hash: what the doctor must never change."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))
-            if p.is_file() and p.parent.name in ("memory", "db") and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.parent.name in ("memory", "db") and not p.name.startswith(".")
+    }
 
 
 def _healthy(root: Path) -> Store:
     store = Store(root)
     for i in range(3):
         sid = store.create(title=f"s{i}")
-        store.append(sid, [{"type": "human", "data": {"content": f"q{i}"}},
-                           {"type": "ai", "data": {"content": f"a{i}"}}])
+        store.append(
+            sid,
+            [
+                {"type": "human", "data": {"content": f"q{i}"}},
+                {"type": "ai", "data": {"content": f"a{i}"}},
+            ],
+        )
     store.list_sessions()
     return store
 
@@ -120,8 +127,7 @@ def test_metadata_without_a_session_or_unparsable_is_removed_by_fix(root: Path) 
     sid = store.ids()[0]
     store.meta_path(ORPHAN).write_text('{"title": "gone"}')
     store.meta_path(sid).write_text("{not json")
-    assert _problems(root) == {"metadata without a session": WARNING,
-                               "damaged metadata": WARNING}
+    assert _problems(root) == {"metadata without a session": WARNING, "damaged metadata": WARNING}
     assert _doctor(root, "--fix").exit_code == 0
     assert not store.meta_path(ORPHAN).exists() and not store.meta_path(sid).exists()
     assert store.open(sid).title == _first_question(store, sid)
@@ -206,8 +212,11 @@ def test_fix_never_changes_a_session_file_or_a_database(tmp_path: Path) -> None:
     _old(store.memory_dir / ".0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11.json.1.tmp")
     (root / "index.sqlite").write_bytes(b"junk")
     before = _user_data(root)
-    stats = {p: p.stat().st_mtime_ns for p in root.rglob("*")
-             if p.parent.name in ("memory", "db") and not p.name.startswith(".")}
+    stats = {
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.parent.name in ("memory", "db") and not p.name.startswith(".")
+    }
     result = _doctor(root, "--fix")
     assert result.exit_code == 1  # the damaged sessions and the orphan database remain
     assert _user_data(root) == before
@@ -224,10 +233,12 @@ def test_doctor_through_the_installed_command(tmp_path: Path, env: dict[str, str
 
 
 def test_the_doctor_module_needs_no_ui() -> None:
-    code = ("import sys, chatcli.doctor; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('rich', 'typer', 'prompt_toolkit', 'langchain_core', 'langchain_openai')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, chatcli.doctor; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'typer', 'prompt_toolkit', 'langchain_core', 'langchain_openai')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

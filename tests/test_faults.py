@@ -57,9 +57,16 @@ def _grown_session(root: Path, pairs: int) -> str:
     sid = store.create(title="grown")
     turns = []
     for i in range(pairs):
-        turns += [{"type": "human", "data": {"content": f"question {i} " + "q" * 80}},
-                  {"type": "ai", "data": {"content": f"answer {i} " + "a" * 150,
-                                          "response_metadata": {"finish_reason": "stop"}}}]
+        turns += [
+            {"type": "human", "data": {"content": f"question {i} " + "q" * 80}},
+            {
+                "type": "ai",
+                "data": {
+                    "content": f"answer {i} " + "a" * 150,
+                    "response_metadata": {"finish_reason": "stop"},
+                },
+            },
+        ]
     store.append(sid, turns)
     return sid
 
@@ -87,8 +94,13 @@ def _kill_run(root: Path, env: dict[str, str], sid: str, *, kills: int, seed: in
     torn = lost = 0
 
     def spawn() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([CHATCLI, "resume", sid], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        p = subprocess.Popen(
+            [CHATCLI, "resume", sid],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         assert p.stdin is not None
         p.stdin.write(lines)  # 3 kB: fits in the pipe, so this never blocks
         p.stdin.close()
@@ -116,16 +128,26 @@ def _kill_run(root: Path, env: dict[str, str], sid: str, *, kills: int, seed: in
             p.kill()
             p.wait()
     temp_files = [n for n in os.listdir(path.parent) if n.endswith(".tmp")]
-    return {"kills": kills, "torn": torn, "lost": lost, "start": start,
-            "end": len(_messages(path)), "temp_files_left": len(temp_files)}
+    return {
+        "kills": kills,
+        "torn": torn,
+        "lost": lost,
+        "start": start,
+        "end": len(_messages(path)),
+        "temp_files_left": len(temp_files),
+    }
 
 
-@pytest.mark.parametrize("kills", [
-    25,
-    pytest.param(200, marks=pytest.mark.slow),
-])
-def test_kill_9_during_saves_never_tears_or_loses_messages(root: Path, env: dict[str, str],
-                                                           kills: int) -> None:
+@pytest.mark.parametrize(
+    "kills",
+    [
+        25,
+        pytest.param(200, marks=pytest.mark.slow),
+    ],
+)
+def test_kill_9_during_saves_never_tears_or_loses_messages(
+    root: Path, env: dict[str, str], kills: int
+) -> None:
     sid = _grown_session(root, 2500)
     figures = _kill_run(root, env, sid, kills=kills, seed=6)
     print(f"\nkill -9 during saves: {figures}")
@@ -146,24 +168,43 @@ def test_kill_9_during_saves_never_tears_or_loses_messages(root: Path, env: dict
 
 
 def _turns(memory: list[dict[str, Any]], tag: str) -> tuple[list[str], list[str]]:
-    asked = [m["data"]["content"] for m in memory
-             if m["type"] == "human" and m["data"]["content"].startswith(tag)]
-    answered = [m["data"]["content"] for m in memory
-                if m["type"] == "ai" and m["data"]["content"].startswith(f"echo: {tag}")]
+    asked = [
+        m["data"]["content"]
+        for m in memory
+        if m["type"] == "human" and m["data"]["content"].startswith(tag)
+    ]
+    answered = [
+        m["data"]["content"]
+        for m in memory
+        if m["type"] == "ai" and m["data"]["content"].startswith(f"echo: {tag}")
+    ]
     return asked, answered
 
 
 def test_two_chatcli_processes_on_one_session_keep_every_answered_turn(
-        root: Path, env: dict[str, str]) -> None:
+    root: Path, env: dict[str, str]
+) -> None:
     sid = Store(root).create(title="shared")
-    procs = {tag: subprocess.Popen([CHATCLI, "resume", sid], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                   text=True)
-             for tag in ("A", "B")}
+    procs = {
+        tag: subprocess.Popen(
+            [CHATCLI, "resume", sid],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for tag in ("A", "B")
+    }
     outputs = {}
-    threads = [threading.Thread(target=lambda t=tag, p=p: outputs.__setitem__(
-        t, p.communicate("".join(f"{t}-{i}\n" for i in range(5)), timeout=120)))
-        for tag, p in procs.items()]
+    threads = [
+        threading.Thread(
+            target=lambda t=tag, p=p: outputs.__setitem__(
+                t, p.communicate("".join(f"{t}-{i}\n" for i in range(5)), timeout=120)
+            )
+        )
+        for tag, p in procs.items()
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -176,8 +217,10 @@ def test_two_chatcli_processes_on_one_session_keep_every_answered_turn(
         assert asked == [f"{tag}-{i}" for i in range(5)]
         assert answered == [f"echo: {tag}-{i}" for i in range(5)]
         kept += len(answered)
-    print(f"\nconcurrency: 2 chatcli processes x 5 turns -> {kept}/10 turns kept, "
-          f"{len(memory)} messages")
+    print(
+        f"\nconcurrency: 2 chatcli processes x 5 turns -> {kept}/10 turns kept, "
+        f"{len(memory)} messages"
+    )
 
 
 _BUSY_WRITER = textwrap.dedent("""
@@ -199,11 +242,18 @@ _BUSY_WRITER = textwrap.dedent("""
 
 
 def test_listing_while_writers_write_never_crashes_or_shows_a_partial_row(
-        root: Path, env: dict[str, str]) -> None:
+    root: Path, env: dict[str, str]
+) -> None:
     store = Store(root)
     shared = [_grown_session(root, 200) for _ in range(3)]
-    writers = [subprocess.Popen([sys.executable, "-c", _BUSY_WRITER, str(root), "4", *shared],
-                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUSY_WRITER, str(root), "4", *shared],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     failures: list[str] = []
     runs = {"list": 0, "json": 0}
 
@@ -224,12 +274,18 @@ def test_listing_while_writers_write_never_crashes_or_shows_a_partial_row(
                 failures.append(f"unparsable JSON: {e}")
                 continue
             for row in rows:
-                if (set(row) != LIST_FIELDS or row["damaged"] is not None
-                        or not isinstance(row["messages"], int) or not row["title"]):
+                if (
+                    set(row) != LIST_FIELDS
+                    or row["damaged"] is not None
+                    or not isinstance(row["messages"], int)
+                    or not row["title"]
+                ):
                     failures.append(f"partial row {row}")
 
-    threads = [threading.Thread(target=loop, args=(["list"], "list")),
-               threading.Thread(target=loop, args=(["list", "--json"], "json"))]
+    threads = [
+        threading.Thread(target=loop, args=(["list"], "list")),
+        threading.Thread(target=loop, args=(["list", "--json"], "json")),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -239,8 +295,10 @@ def test_listing_while_writers_write_never_crashes_or_shows_a_partial_row(
     assert failures == []
     assert runs["list"] >= 3 and runs["json"] >= 3
     assert all(len(store.open(sid).messages) >= 400 for sid in shared)
-    print(f"\nlisting under writers: {runs['list']} list + {runs['json']} list --json runs "
-          f"during {appended} saves, 0 failures")
+    print(
+        f"\nlisting under writers: {runs['list']} list + {runs['json']} list --json runs "
+        f"during {appended} saves, 0 failures"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,11 +309,13 @@ def _file_size_limit(limit: int) -> Callable[[], None]:
     def preexec() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return preexec
 
 
-def _assert_chat_went_on_unsaved(result: subprocess.CompletedProcess[str], path: Path,
-                                 before: bytes, reason: str) -> None:
+def _assert_chat_went_on_unsaved(
+    result: subprocess.CompletedProcess[str], path: Path, before: bytes, reason: str
+) -> None:
     assert result.returncode == 1  # the REPL went on to the next line; exit 1: a turn failed
     _assert_one_clean_error(result.stderr)
     assert reason in result.stderr and str(path) in result.stderr
@@ -263,23 +323,38 @@ def _assert_chat_went_on_unsaved(result: subprocess.CompletedProcess[str], path:
     assert not [n for n in os.listdir(path.parent) if n.endswith(".tmp")]
 
 
-def test_a_full_disk_fails_the_turn_in_one_line_and_keeps_the_file(root: Path,
-                                                                   env: dict[str, str]) -> None:
+def test_a_full_disk_fails_the_turn_in_one_line_and_keeps_the_file(
+    root: Path, env: dict[str, str]
+) -> None:
     sid = _grown_session(root, 10)
     path = Store(root).memory_path(sid)
     before = path.read_bytes()
-    result = subprocess.run([CHATCLI, "resume", sid], input="one more\nand another\n",
-                            env=env, capture_output=True, text=True, timeout=60,
-                            preexec_fn=_file_size_limit(len(before) + 10))
+    result = subprocess.run(
+        [CHATCLI, "resume", sid],
+        input="one more\nand another\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_file_size_limit(len(before) + 10),
+    )
     _assert_chat_went_on_unsaved(result, path, before, "File too large")
     assert result.stderr.count("\n") == 2  # one line per failed turn
 
 
-def test_new_on_a_full_disk_exits_non_zero_and_leaves_nothing(root: Path,
-                                                              env: dict[str, str]) -> None:
+def test_new_on_a_full_disk_exits_non_zero_and_leaves_nothing(
+    root: Path, env: dict[str, str]
+) -> None:
     Store(root).ensure()
-    result = subprocess.run([CHATCLI, "new"], input="hello\n", env=env, capture_output=True,
-                            text=True, timeout=60, preexec_fn=_file_size_limit(0))
+    result = subprocess.run(
+        [CHATCLI, "new"],
+        input="hello\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_file_size_limit(0),
+    )
     assert result.returncode == 1
     _assert_one_clean_error(result.stderr)
     assert Store(root).ids() == []
@@ -291,8 +366,13 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 256 kB tmpfs: a real ENOSPC (skipped where mounting is not allowed)."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)],
+            capture_output=True,
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     try:
         yield mnt
@@ -301,7 +381,8 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_really_full_disk_fails_the_turn_in_one_line_and_keeps_the_file(
-        tiny_tmpfs: Path, env: dict[str, str]) -> None:
+    tiny_tmpfs: Path, env: dict[str, str]
+) -> None:
     root = tiny_tmpfs / "store"
     sid = _grown_session(root, 150)  # ~100 kB: the next save needs more than is left
     Store(root).list_sessions()
@@ -311,8 +392,9 @@ def test_a_really_full_disk_fails_the_turn_in_one_line_and_keeps_the_file(
             f.flush()
     path = Store(root).memory_path(sid)
     before = path.read_bytes()
-    result = run(["resume", sid], {**env, "CHATCLI_STORAGE": str(root)},
-                 input="one more\nand another\n")
+    result = run(
+        ["resume", sid], {**env, "CHATCLI_STORAGE": str(root)}, input="one more\nand another\n"
+    )
     _assert_chat_went_on_unsaved(result, path, before, "No space left on device")
     listing = run(["list", "--json"], {**env, "CHATCLI_STORAGE": str(root)})
     assert listing.returncode == 0 and json.loads(listing.stdout)[0]["messages"] == 300
@@ -360,8 +442,12 @@ def unprivileged() -> _Unprivileged:
     # (here the venv's python lives under root's 0700 home); otherwise drop the capabilities.
     for preexec, uid in ((_as_nobody, NOBODY), (_without_dac_caps, 0)):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            if subprocess.run([CHATCLI, "--version"], preexec_fn=preexec, capture_output=True,
-                              timeout=30).returncode == 0:
+            if (
+                subprocess.run(
+                    [CHATCLI, "--version"], preexec_fn=preexec, capture_output=True, timeout=30
+                ).returncode
+                == 0
+            ):
                 return _Unprivileged(preexec, uid)
     pytest.skip("cannot run chatcli without privileges here")
 
@@ -382,8 +468,12 @@ def shared_base() -> Iterator[Path]:
 def _perm_env(env: dict[str, str], base: Path) -> dict[str, str]:
     home = base / "home"
     home.mkdir(exist_ok=True)
-    return {**env, "CHATCLI_STORAGE": str(base / "store"), "HOME": str(home),
-            "CHATCLI_CONFIG": str(home / "config.toml")}
+    return {
+        **env,
+        "CHATCLI_STORAGE": str(base / "store"),
+        "HOME": str(home),
+        "CHATCLI_CONFIG": str(home / "config.toml"),
+    }
 
 
 def _own(tree: Path, uid: int, *, dir_mode: int, file_mode: int) -> None:
@@ -393,7 +483,8 @@ def _own(tree: Path, uid: int, *, dir_mode: int, file_mode: int) -> None:
 
 
 def test_read_only_storage_lists_and_the_chat_goes_on_without_saving(
-        unprivileged: _Unprivileged, shared_base: Path, env: dict[str, str]) -> None:
+    unprivileged: _Unprivileged, shared_base: Path, env: dict[str, str]
+) -> None:
     e = _perm_env(env, shared_base)
     root = Path(e["CHATCLI_STORAGE"])
     sid = _grown_session(root, 3)
@@ -401,37 +492,68 @@ def test_read_only_storage_lists_and_the_chat_goes_on_without_saving(
     _own(root, unprivileged.uid, dir_mode=0o500, file_mode=0o400)
     path = Store(root).memory_path(sid)
     before = path.read_bytes()
-    listing = subprocess.run([CHATCLI, "list", "--json"], env=e, capture_output=True, text=True,
-                             preexec_fn=unprivileged.preexec, timeout=60)
+    listing = subprocess.run(
+        [CHATCLI, "list", "--json"],
+        env=e,
+        capture_output=True,
+        text=True,
+        preexec_fn=unprivileged.preexec,
+        timeout=60,
+    )
     assert listing.returncode == 0, listing.stderr
     assert json.loads(listing.stdout)[0]["messages"] == 6
-    result = subprocess.run([CHATCLI, "resume", sid], input="hello\nagain\n", env=e,
-                            capture_output=True, text=True, preexec_fn=unprivileged.preexec,
-                            timeout=60)
+    result = subprocess.run(
+        [CHATCLI, "resume", sid],
+        input="hello\nagain\n",
+        env=e,
+        capture_output=True,
+        text=True,
+        preexec_fn=unprivileged.preexec,
+        timeout=60,
+    )
     assert result.returncode == 1  # the REPL goes on; each turn says why it was not saved
     _assert_one_clean_error(result.stderr)
     assert "Permission denied" in result.stderr and "unexpected" not in result.stderr
     assert path.read_bytes() == before
-    new = subprocess.run([CHATCLI, "new"], input="hi\n", env=e, capture_output=True, text=True,
-                         preexec_fn=unprivileged.preexec, timeout=60)
+    new = subprocess.run(
+        [CHATCLI, "new"],
+        input="hi\n",
+        env=e,
+        capture_output=True,
+        text=True,
+        preexec_fn=unprivileged.preexec,
+        timeout=60,
+    )
     assert new.returncode == 1
     _assert_one_clean_error(new.stderr)
     assert "Permission denied" in new.stderr
 
 
 @pytest.mark.parametrize("mode", [0o700, 0o500])
-@pytest.mark.parametrize("command", [["list"], ["list", "--json"], ["resume", "--last"], ["new"],
-                                     ["doctor"]])
+@pytest.mark.parametrize(
+    "command", [["list"], ["list", "--json"], ["resume", "--last"], ["new"], ["doctor"]]
+)
 def test_storage_of_another_user_is_one_clear_error(
-        unprivileged: _Unprivileged, shared_base: Path, env: dict[str, str], mode: int,
-        command: list[str]) -> None:
+    unprivileged: _Unprivileged,
+    shared_base: Path,
+    env: dict[str, str],
+    mode: int,
+    command: list[str],
+) -> None:
     e = _perm_env(env, shared_base)
     root = Path(e["CHATCLI_STORAGE"])
     sid = _grown_session(root, 3)
     _own(root, unprivileged.other_uid, dir_mode=mode, file_mode=0o600)
     before = _digest(Store(root).memory_path(sid))
-    result = subprocess.run([CHATCLI, *command], input="hello\n", env=e, capture_output=True,
-                            text=True, preexec_fn=unprivileged.preexec, timeout=60)
+    result = subprocess.run(
+        [CHATCLI, *command],
+        input="hello\n",
+        env=e,
+        capture_output=True,
+        text=True,
+        preexec_fn=unprivileged.preexec,
+        timeout=60,
+    )
     assert result.returncode == 1
     _assert_one_clean_error(result.stderr)
     assert len(result.stderr.splitlines()) == 1
@@ -454,10 +576,25 @@ _json_values = st.recursive(
 )
 _message_like = st.fixed_dictionaries(
     {"type": st.sampled_from(sorted(MESSAGE_TYPES)) | _any_text},
-    optional={"data": st.dictionaries(
-        st.sampled_from(["content", "id", "name", "tool_calls", "response_metadata",
-                         "additional_kwargs", "tool_call_id", "role"]) | _any_text,
-        _json_values, max_size=4)},
+    optional={
+        "data": st.dictionaries(
+            st.sampled_from(
+                [
+                    "content",
+                    "id",
+                    "name",
+                    "tool_calls",
+                    "response_metadata",
+                    "additional_kwargs",
+                    "tool_call_id",
+                    "role",
+                ]
+            )
+            | _any_text,
+            _json_values,
+            max_size=4,
+        )
+    },
 )
 
 
@@ -528,27 +665,32 @@ def test_fuzz_arbitrary_bytes_at_length(fuzz_base: Path, raw: bytes) -> None:
 _json_files = dict(
     value=_json_values | st.lists(_message_like, max_size=4),
     encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-be", "utf-32"]),
-    indent=st.sampled_from([None, 0, 2]), ascii_only=st.booleans())
+    indent=st.sampled_from([None, 0, 2]),
+    ascii_only=st.booleans(),
+)
 
 
-def _check_json_file(base: Path, value: Any, encoding: str, indent: int | None,
-                     ascii_only: bool) -> None:
+def _check_json_file(
+    base: Path, value: Any, encoding: str, indent: int | None, ascii_only: bool
+) -> None:
     text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
     _check_loader(base, text.encode(encoding, "surrogatepass"))
 
 
 @_fuzz
 @given(**_json_files)
-def test_fuzz_arbitrary_json(fuzz_base: Path, value: Any, encoding: str, indent: int | None,
-                             ascii_only: bool) -> None:
+def test_fuzz_arbitrary_json(
+    fuzz_base: Path, value: Any, encoding: str, indent: int | None, ascii_only: bool
+) -> None:
     _check_json_file(fuzz_base, value, encoding, indent, ascii_only)
 
 
 @pytest.mark.slow
 @_fuzz_long
 @given(**_json_files)
-def test_fuzz_arbitrary_json_at_length(fuzz_base: Path, value: Any, encoding: str,
-                                       indent: int | None, ascii_only: bool) -> None:
+def test_fuzz_arbitrary_json_at_length(
+    fuzz_base: Path, value: Any, encoding: str, indent: int | None, ascii_only: bool
+) -> None:
     _check_json_file(fuzz_base, value, encoding, indent, ascii_only)
 
 
@@ -559,9 +701,13 @@ def _messages_strategy() -> st.SearchStrategy[list[dict[str, Any]]]:
     one = st.one_of(
         text.map(lambda t: HumanMessage(content=t)),
         text.map(lambda t: SystemMessage(content=t)),
-        st.builds(lambda t, n: AIMessage(content=t, response_metadata={"finish_reason": "stop",
-                                                                       "model_name": n}),
-                  text, text),
+        st.builds(
+            lambda t, n: AIMessage(
+                content=t, response_metadata={"finish_reason": "stop", "model_name": n}
+            ),
+            text,
+            text,
+        ),
         st.builds(lambda t, c: ToolMessage(content=t, tool_call_id=c or "call"), text, text),
     )
     from langchain_core.messages import message_to_dict
@@ -571,8 +717,9 @@ def _messages_strategy() -> st.SearchStrategy[list[dict[str, Any]]]:
 
 @_fuzz
 @given(messages=_messages_strategy(), indent=st.sampled_from([None, 1]), ascii_only=st.booleans())
-def test_fuzz_valid_message_arrays_load_exactly(fuzz_base: Path, messages: list[dict[str, Any]],
-                                                indent: int | None, ascii_only: bool) -> None:
+def test_fuzz_valid_message_arrays_load_exactly(
+    fuzz_base: Path, messages: list[dict[str, Any]], indent: int | None, ascii_only: bool
+) -> None:
     from langchain_core.messages import messages_from_dict
 
     raw = json.dumps(messages, indent=indent, ensure_ascii=ascii_only).encode()
@@ -585,8 +732,10 @@ def test_fuzz_valid_message_arrays_load_exactly(fuzz_base: Path, messages: list[
 
 
 @_fuzz
-@given(meta=_json_values | st.dictionaries(st.sampled_from(["title", "model", "system"]),
-                                           _json_values, max_size=3))
+@given(
+    meta=_json_values
+    | st.dictionaries(st.sampled_from(["title", "model", "system"]), _json_values, max_size=3)
+)
 def test_fuzz_arbitrary_metadata_never_breaks_the_listing(fuzz_base: Path, meta: Any) -> None:
     FUZZ_CASES["cases"] += 1
     store = _fresh_store(fuzz_base)
@@ -608,11 +757,11 @@ _NASTY = {
     "utf-16": json.dumps([{"type": "human", "data": {"content": "hi"}}]).encode("utf-16-be"),
     "truncated": b'[{"type": "human", "data": {"content": "hel',
     "not an array": b'{"type": "human", "data": {"content": "x"}}',
-    "trailing garbage": b'[]\n\x00\x00\x00',
+    "trailing garbage": b"[]\n\x00\x00\x00",
     "unknown type": b'[{"type": "alien", "data": {"content": "x"}}]',
     "content is a number": b'[{"type": "human", "data": {"content": 5}}]',
     "content parts that are not text": b'[{"type": "human", "data": {"content": '
-                                       b'[{"text": 5}, {"text": {"a": 1}}, 7, null]}}]',
+    b'[{"text": 5}, {"text": {"a": 1}}, 7, null]}}]',
 }
 
 
@@ -621,13 +770,16 @@ def test_hand_picked_memory_files(fuzz_base: Path, name: str) -> None:
     _check_loader(fuzz_base, _NASTY[name])
 
 
-def test_cli_lists_and_refuses_fuzzed_files_without_touching_them(tmp_path: Path,
-                                                                  env: dict[str, str]) -> None:
+def test_cli_lists_and_refuses_fuzzed_files_without_touching_them(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     root = tmp_path / "fuzzed"
     shutil.copytree(DAMAGED, root)
     rng = random.Random(7)
-    picked = {uuid.UUID(int=rng.getrandbits(128), version=4): raw for raw in [
-        *_NASTY.values(), bytes(rng.getrandbits(8) for _ in range(500))]}
+    picked = {
+        uuid.UUID(int=rng.getrandbits(128), version=4): raw
+        for raw in [*_NASTY.values(), bytes(rng.getrandbits(8) for _ in range(500))]
+    }
     for sid, raw in picked.items():
         (root / "memory" / f"{sid}.json").write_bytes(raw)
     digests = {p: _digest(p) for p in (root / "memory").iterdir()}
@@ -655,18 +807,24 @@ ODD_LINES = [
     "controls \x00 \x01 \x07 \x08 \x0b \x0c \x7f \x85 \x9b tab\there cr\rin the middle",
     "escapes \x1b[31mred\x1b[0m \x1b]0;pwned\x07 \x1b[2J \x1b[?1049h \x1bP+q\x1b\\",
     "invisible \u200b\u200d\ufeff\u2028\u2029 combining e\u0301 a\u0308",
-    "json-ish \"quotes\" \\backslash\\ [brackets] {braces} </script>",
+    'json-ish "quotes" \\backslash\\ [brackets] {braces} </script>',
 ]
 # Invalid UTF-8 from a broken terminal arrives as lone surrogates (surrogateescape).
 BAD_BYTES = b"broken \xff\xfe utf-8 \xed\xa0\x80 and \xc3"
 
 
-def test_odd_input_is_stored_exactly_and_never_emitted_raw(root: Path, env: dict[str, str],
-                                                           server: FakeOpenAI) -> None:
+def test_odd_input_is_stored_exactly_and_never_emitted_raw(
+    root: Path, env: dict[str, str], server: FakeOpenAI
+) -> None:
     data = ("\n".join(ODD_LINES) + "\n").encode() + BAD_BYTES + b"\n"
     # strict decoding of stdin would make invalid UTF-8 crash the loop: chatcli must not care
-    result = subprocess.run([CHATCLI, "new"], input=data, env={**env, "PYTHONIOENCODING":
-                            "utf-8:strict"}, capture_output=True, timeout=120)
+    result = subprocess.run(
+        [CHATCLI, "new"],
+        input=data,
+        env={**env, "PYTHONIOENCODING": "utf-8:strict"},
+        capture_output=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""
     shown = result.stdout.decode()
@@ -685,8 +843,9 @@ def test_odd_input_is_stored_exactly_and_never_emitted_raw(root: Path, env: dict
     print(f"\nodd input: {len(expected)} lines round-tripped, 0 raw escapes on stdout")
 
 
-def test_a_one_megabyte_pasted_message_round_trips(root: Path, env: dict[str, str],
-                                                   server: FakeOpenAI) -> None:
+def test_a_one_megabyte_pasted_message_round_trips(
+    root: Path, env: dict[str, str], server: FakeOpenAI
+) -> None:
     rng = random.Random(1)
     alphabet = "abc xyz 😀 你好 مرحبا \t\x1b"
     big = "".join(rng.choice(alphabet) for _ in range(1_000_000))
@@ -722,12 +881,14 @@ def _unexpected_error_in_a_turn(root: Path) -> None:
     assert "Traceback" in (root / "chatcli.log").read_text()
 
 
-def test_a_history_langchain_cannot_load_is_refused_in_one_line(root: Path,
-                                                                env: dict[str, str]) -> None:
+def test_a_history_langchain_cannot_load_is_refused_in_one_line(
+    root: Path, env: dict[str, str]
+) -> None:
     sid = "bbbbbbbb-0000-4000-8000-000000000000"
     Store(root).ensure()
     Store(root).memory_path(sid).write_text(
-        '[{"type": "ai", "data": {"content": "x", "tool_calls": "bogus"}}]')
+        '[{"type": "ai", "data": {"content": "x", "tool_calls": "bogus"}}]'
+    )
     result = run(["resume", sid], env, input="one\n")
     assert result.returncode == 1
     _assert_one_clean_error(result.stderr)
@@ -739,15 +900,19 @@ def _files(*roots: Path) -> list[Path]:
 
 
 def test_the_api_key_is_in_no_file_after_a_chat_an_export_and_errors(
-        root: Path, tmp_path: Path, env: dict[str, str], server: FakeOpenAI) -> None:
+    root: Path, tmp_path: Path, env: dict[str, str], server: FakeOpenAI
+) -> None:
     export = tmp_path / "exports" / "chat.md"
     export.parent.mkdir()
     server.reply("first answer")
     server.error(401, f"Incorrect API key provided: {KEY}")  # a server that echoes the key
     server.error(500, "down")
     server.error(500, "down")
-    result = run(["new", "--title", "secret test"], env,
-                 input=f"hello\nagain\nthird\n/export {export}\n/title {'x' * 10}\n")
+    result = run(
+        ["new", "--title", "secret test"],
+        env,
+        input=f"hello\nagain\nthird\n/export {export}\n/title {'x' * 10}\n",
+    )
     assert result.returncode == 1  # piped: some turns failed
     assert "API key" in result.stderr and "HTTP 500" in result.stderr
     assert KEY not in result.stderr and KEY not in result.stdout
@@ -764,8 +929,9 @@ def test_the_api_key_is_in_no_file_after_a_chat_an_export_and_errors(
     assert leaks == []
 
 
-def test_storage_is_private_even_under_umask_000(root: Path, tmp_path: Path,
-                                                 env: dict[str, str]) -> None:
+def test_storage_is_private_even_under_umask_000(
+    root: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
     import sqlite3
 
     import pexpect
@@ -777,8 +943,14 @@ def test_storage_is_private_even_under_umask_000(root: Path, tmp_path: Path,
     con.close()
     old = os.umask(0)
     try:
-        child = pexpect.spawn(CHATCLI, ["new", "--db", str(src)], env=env, encoding="utf-8",
-                              timeout=30, dimensions=(40, 120))
+        child = pexpect.spawn(
+            CHATCLI,
+            ["new", "--db", str(src)],
+            env=env,
+            encoding="utf-8",
+            timeout=30,
+            dimensions=(40, 120),
+        )
         child.expect("›")
         child.sendline("hello")
         child.expect("echo: hello")
@@ -793,10 +965,20 @@ def test_storage_is_private_even_under_umask_000(root: Path, tmp_path: Path,
         _unexpected_error_in_a_turn(root)
     finally:
         os.umask(old)
-    expected = {f"memory/{sid}.json", f"meta/{sid}.json", f"db/{sid}.db", "index.sqlite",
-                f"locks/{sid}.lock", "input_history", "chatcli.log"}
+    expected = {
+        f"memory/{sid}.json",
+        f"meta/{sid}.json",
+        f"db/{sid}.db",
+        "index.sqlite",
+        f"locks/{sid}.lock",
+        "input_history",
+        "chatcli.log",
+    }
     found = {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in _files(root)}
     assert expected <= set(found)
-    wrong = {name: oct(mode) for name, mode in found.items()
-             if mode != (0o700 if (root / name).is_dir() else 0o600)}
+    wrong = {
+        name: oct(mode)
+        for name, mode in found.items()
+        if mode != (0o700 if (root / name).is_dir() else 0o600)
+    }
     assert wrong == {}

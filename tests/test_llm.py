@@ -12,16 +12,28 @@ def _dicts(*messages) -> list[dict]:
 
 
 def _call(i: int) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": "run_sql", "args": {"query": f"SELECT {i}"},
-                                      "id": f"call_{i}", "type": "tool_call"}])
+    return AIMessage(
+        "",
+        tool_calls=[
+            {
+                "name": "run_sql",
+                "args": {"query": f"SELECT {i}"},
+                "id": f"call_{i}",
+                "type": "tool_call",
+            }
+        ],
+    )
 
 
 def _long_history(turns: int) -> list[dict]:
     messages = []
     for i in range(turns):
-        messages += [HumanMessage(f"question {i} " + "words " * 40), _call(i),
-                     ToolMessage(f"result {i}", tool_call_id=f"call_{i}"),
-                     AIMessage(f"answer {i} " + "words " * 40)]
+        messages += [
+            HumanMessage(f"question {i} " + "words " * 40),
+            _call(i),
+            ToolMessage(f"result {i}", tool_call_id=f"call_{i}"),
+            AIMessage(f"answer {i} " + "words " * 40),
+        ]
     return _dicts(*messages)
 
 
@@ -56,8 +68,13 @@ def test_a_newest_turn_over_budget_is_still_sent() -> None:
 
 
 def test_dangling_tool_calls_and_orphan_results_are_not_sent() -> None:
-    history = _dicts(HumanMessage("q"), _call(1), HumanMessage("again"),
-                     ToolMessage("orphan", tool_call_id="call_9"), AIMessage("a"))
+    history = _dicts(
+        HumanMessage("q"),
+        _call(1),
+        HumanMessage("again"),
+        ToolMessage("orphan", tool_call_id="call_9"),
+        AIMessage("a"),
+    )
     sent = prepare_messages(history, system=None, budget=10_000)
     assert [m.type for m in sent] == ["human", "human", "ai"]
 

@@ -20,8 +20,9 @@ def _memory(root: Path, sid: str) -> list[dict]:
     return json.loads((root / "memory" / f"{sid}.json").read_bytes())
 
 
-def test_piped_message_streams_the_reply_and_saves_the_turn(root: Path, server: FakeOpenAI,
-                                                           chatcli) -> None:
+def test_piped_message_streams_the_reply_and_saves_the_turn(
+    root: Path, server: FakeOpenAI, chatcli
+) -> None:
     server.reply("Hello **there**, friend.")
     result = chatcli("new", "--title", "greeting", input="hi\n")
     assert result.returncode == 0, result.stderr
@@ -37,11 +38,18 @@ def test_piped_message_streams_the_reply_and_saves_the_turn(root: Path, server: 
     assert sent["messages"][-1] == {"role": "user", "content": "hi"}
 
 
-def test_resume_sends_the_history_and_the_system_prompt(example_root: Path, server: FakeOpenAI,
-                                                        chatcli) -> None:
+def test_resume_sends_the_history_and_the_system_prompt(
+    example_root: Path, server: FakeOpenAI, chatcli
+) -> None:
     sid = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
-    result = chatcli("resume", sid[:6], "--model", "other-model", input="and its river?\n",
-                     CHATCLI_STORAGE=str(example_root))
+    result = chatcli(
+        "resume",
+        sid[:6],
+        "--model",
+        "other-model",
+        input="and its river?\n",
+        CHATCLI_STORAGE=str(example_root),
+    )
     assert result.returncode == 0, result.stderr
     sent = server.requests[0]
     assert sent["model"] == "other-model"
@@ -51,10 +59,15 @@ def test_resume_sends_the_history_and_the_system_prompt(example_root: Path, serv
     assert len(_memory(example_root, sid)) == 6
 
 
-def test_switch_sends_the_other_sessions_history(example_root: Path, server: FakeOpenAI,
-                                                 chatcli) -> None:
-    result = chatcli("resume", "c3d4e5f6", input="first\n/switch 0b7c\nsecond\n",
-                     CHATCLI_STORAGE=str(example_root))
+def test_switch_sends_the_other_sessions_history(
+    example_root: Path, server: FakeOpenAI, chatcli
+) -> None:
+    result = chatcli(
+        "resume",
+        "c3d4e5f6",
+        input="first\n/switch 0b7c\nsecond\n",
+        CHATCLI_STORAGE=str(example_root),
+    )
     assert result.returncode == 0, result.stderr
     first, second = server.requests
     assert [m["content"] for m in first["messages"][1:]] == ["first"]
@@ -62,8 +75,9 @@ def test_switch_sends_the_other_sessions_history(example_root: Path, server: Fak
     assert second["messages"][-1]["content"] == "second"
 
 
-def test_http_500_is_one_line_and_the_question_is_kept(root: Path, server: FakeOpenAI,
-                                                       chatcli) -> None:
+def test_http_500_is_one_line_and_the_question_is_kept(
+    root: Path, server: FakeOpenAI, chatcli
+) -> None:
     server.error(500, "model exploded")
     server.error(500, "model exploded")  # the client retries once
     server.reply("fine now")
@@ -85,8 +99,9 @@ def test_a_dropped_stream_keeps_what_arrived(root: Path, server: FakeOpenAI, cha
     assert memory[-1]["data"]["response_metadata"]["finish_reason"] == "incomplete"
 
 
-def test_a_stream_ending_without_finish_reason_is_incomplete(root: Path, server: FakeOpenAI,
-                                                             chatcli) -> None:
+def test_a_stream_ending_without_finish_reason_is_incomplete(
+    root: Path, server: FakeOpenAI, chatcli
+) -> None:
     server.truncate("half an answer")
     result = chatcli("new", input="tell me\n")
     assert result.returncode == 0
@@ -107,8 +122,9 @@ def test_an_unreachable_server_is_a_clear_error(root: Path, chatcli) -> None:
     assert [m["data"]["content"] for m in memory] == ["hello?"]
 
 
-def test_slash_commands_in_piped_mode(root: Path, server: FakeOpenAI, chatcli,
-                                      tmp_path: Path) -> None:
+def test_slash_commands_in_piped_mode(
+    root: Path, server: FakeOpenAI, chatcli, tmp_path: Path
+) -> None:
     out = tmp_path / "t.md"
     result = chatcli("new", input=f"/title My chat\n/model m2\nhi\n/frobnicate\n/export {out}\n")
     assert result.returncode == 0
@@ -126,17 +142,18 @@ def test_new_and_leave_without_a_message_keeps_no_empty_session(root: Path, chat
     assert Store(root).ids() == []
 
 
-def test_api_key_is_never_written_to_disk(root: Path, server: FakeOpenAI, chatcli,
-                                          tmp_path: Path) -> None:
+def test_api_key_is_never_written_to_disk(
+    root: Path, server: FakeOpenAI, chatcli, tmp_path: Path
+) -> None:
     chatcli("new", input="hi\n/export " + str(root / "x.md") + "\n")
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert b"sk-test-secret-key-1234" not in path.read_bytes(), path
 
 
-def test_escape_sequences_from_the_model_never_reach_the_terminal_raw(root: Path,
-                                                                      server: FakeOpenAI,
-                                                                      chatcli) -> None:
+def test_escape_sequences_from_the_model_never_reach_the_terminal_raw(
+    root: Path, server: FakeOpenAI, chatcli
+) -> None:
     server.reply("evil \x1b]0;pwned\x07 \x1b[2J text")
     result = chatcli("new", input="hi\n")
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout

@@ -36,8 +36,9 @@ class Term:
     """A chatcli process on a 40x100 pty, with everything it wrote kept for assertions."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.child = pexpect.spawn(CHATCLI, list(args), env=env, dimensions=(ROWS, 100),
-                                   encoding="utf-8", timeout=TIMEOUT)
+        self.child = pexpect.spawn(
+            CHATCLI, list(args), env=env, dimensions=(ROWS, 100), encoding="utf-8", timeout=TIMEOUT
+        )
         self._seen: list[str] = []
 
     def expect(self, pattern: str | type[pexpect.EOF], timeout: float = TIMEOUT) -> None:
@@ -88,7 +89,8 @@ def _user_messages(server: FakeOpenAI) -> list[str]:
 
 
 def test_a_typed_message_streams_a_markdown_reply_and_saves_the_turn(
-        term: Term, server: FakeOpenAI, root: Path) -> None:
+    term: Term, server: FakeOpenAI, root: Path
+) -> None:
     server.reply("Hello **bold** friend, and `code`.")
     term.send_line("hi there")
     term.expect("friend", FIRST_REPLY_TIMEOUT)
@@ -97,11 +99,14 @@ def test_a_typed_message_streams_a_markdown_reply_and_saves_the_turn(
     assert "bold" in shown and "**" not in shown and "`" not in shown
     memory = _memory(root)
     assert [(m["type"], m["data"]["content"]) for m in memory] == [
-        ("human", "hi there"), ("ai", "Hello **bold** friend, and `code`.")]
+        ("human", "hi there"),
+        ("ai", "Hello **bold** friend, and `code`."),
+    ]
 
 
 def test_ctrl_c_while_streaming_keeps_the_partial_reply_and_the_repl(
-        term: Term, server: FakeOpenAI, root: Path) -> None:
+    term: Term, server: FakeOpenAI, root: Path
+) -> None:
     text = " ".join(f"word{i}" for i in range(300))
     server.reply(text, delay=0.05)
     term.send_line("a long one please")
@@ -160,8 +165,9 @@ def test_esc_enter_inserts_a_newline_into_one_message(term: Term, server: FakeOp
     assert _user_messages(server) == ["line one\nline two"]
 
 
-def test_resume_shows_the_last_turns_before_the_prompt(env: dict[str, str],
-                                                      example_root: Path) -> None:
+def test_resume_shows_the_last_turns_before_the_prompt(
+    env: dict[str, str], example_root: Path
+) -> None:
     t = Term({**env, "CHATCLI_STORAGE": str(example_root)}, "resume", EXAMPLE_SID[:8])
     try:
         t.prompt()
@@ -174,7 +180,8 @@ def test_resume_shows_the_last_turns_before_the_prompt(env: dict[str, str],
 
 
 def test_http_500_prints_one_red_line_and_the_next_message_works(
-        term: Term, server: FakeOpenAI) -> None:
+    term: Term, server: FakeOpenAI
+) -> None:
     server.error(500, "model exploded")
     server.error(500, "model exploded")  # the client retries once
     term.send_line("first try")
@@ -188,8 +195,7 @@ def test_http_500_prints_one_red_line_and_the_next_message_works(
     term.prompt()
 
 
-def test_up_arrow_brings_back_a_message_the_server_refused(term: Term,
-                                                          server: FakeOpenAI) -> None:
+def test_up_arrow_brings_back_a_message_the_server_refused(term: Term, server: FakeOpenAI) -> None:
     server.error(500)
     server.error(500)
     term.send_line("please answer")
@@ -202,8 +208,7 @@ def test_up_arrow_brings_back_a_message_the_server_refused(term: Term,
     assert _user_messages(server)[-1] == "please answer"
 
 
-def test_an_unknown_command_prints_a_hint_and_sends_nothing(term: Term,
-                                                           server: FakeOpenAI) -> None:
+def test_an_unknown_command_prints_a_hint_and_sends_nothing(term: Term, server: FakeOpenAI) -> None:
     term.send_line("/foo")
     term.expect("unknown command /foo")
     term.prompt()

@@ -32,8 +32,11 @@ def _human(text: str) -> dict:
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.parent.name in ("memory", "db")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.parent.name in ("memory", "db")
+    }
 
 
 def _session(store: Store, *texts: str, title: str | None = None) -> str:
@@ -255,11 +258,14 @@ def test_concurrent_searches_and_saves_agree(root: Path) -> None:
         assert [h.id for h in search.search(store, f"token{i}")] == [sid]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("hello world", '"hello" "world"'),
-    ('say "hi"', '"say" """hi"""'),
-    ("data*", '"data"*'),
-    ("- * ()", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("hello world", '"hello" "world"'),
+        ('say "hi"', '"say" """hi"""'),
+        ("data*", '"data"*'),
+        ("- * ()", ""),
+    ],
+)
 def test_match_expression_quotes_every_word(text: str, expected: str) -> None:
     assert search.match_expression(text) == expected

@@ -108,8 +108,9 @@ def _ask_count(server: FakeOpenAI, chatcli, db: Path) -> Any:
 # --- the model answers from the data ---------------------------------------------------------
 
 
-def test_a_question_is_answered_through_run_sql(root: Path, tmp_path: Path, server: FakeOpenAI,
-                                                chatcli) -> None:
+def test_a_question_is_answered_through_run_sql(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     before = _sha(db)
     result = _ask_count(server, chatcli, db)
@@ -118,7 +119,10 @@ def test_a_question_is_answered_through_run_sql(root: Path, tmp_path: Path, serv
 
     first, second = server.requests
     assert {t["function"]["name"] for t in first["tools"]} == {
-        "list_tables", "describe_table", "run_sql"}
+        "list_tables",
+        "describe_table",
+        "run_sql",
+    }
     system = first["messages"][0]
     assert system["role"] == "system"
     assert "t(id INTEGER PK, name TEXT) — 3 rows" in system["content"]
@@ -152,23 +156,30 @@ def test_a_question_is_answered_through_run_sql(root: Path, tmp_path: Path, serv
     assert copy.stat().st_mode & 0o777 == 0o600
 
 
-def test_words_before_a_tool_call_come_before_its_table(root: Path, tmp_path: Path,
-                                                        server: FakeOpenAI, chatcli) -> None:
+def test_words_before_a_tool_call_come_before_its_table(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     server.tool_calls([("run_sql", {"query": COUNT})], text="Let me count.")
     server.reply("there are 3")
     result = chatcli("new", "--db", str(db), input="how many?\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "Let me count.", "count(*)", "--------", "       3", "there are 3"]
+        "Let me count.",
+        "count(*)",
+        "--------",
+        "       3",
+        "there are 3",
+    ]
     call = server.requests[1]["messages"][-2]
     assert call["content"] == "Let me count." and call["tool_calls"]
     memory = _memory(root, _only_session(root))
     assert memory[1]["data"]["content"] == "Let me count." and memory[1]["data"]["tool_calls"]
 
 
-def test_list_tables_and_describe_table_via_the_model(root: Path, tmp_path: Path,
-                                                       server: FakeOpenAI, chatcli) -> None:
+def test_list_tables_and_describe_table_via_the_model(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     server.tool_calls([("list_tables", {}), ("describe_table", {"name": "u"})])
     server.reply("t and u")
@@ -207,7 +218,8 @@ HOSTILE = [
 
 @pytest.mark.parametrize("query", HOSTILE)
 def test_a_hostile_statement_from_the_model_is_refused_and_changes_nothing(
-        root: Path, tmp_path: Path, server: FakeOpenAI, chatcli, query: str) -> None:
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli, query: str
+) -> None:
     db = _make_db(tmp_path / "data.db")
     # A first, harmless turn creates whatever files any turn creates (locks, indexes).
     created = chatcli("new", "--db", str(db), input="hello\n", cwd=tmp_path)
@@ -228,13 +240,15 @@ def test_a_hostile_statement_from_the_model_is_refused_and_changes_nothing(
     assert result.stdout.strip() == "I cannot do that"
 
 
-def test_a_runaway_query_is_stopped_and_the_chat_goes_on(root: Path, tmp_path: Path,
-                                                         server: FakeOpenAI, chatcli) -> None:
+def test_a_runaway_query_is_stopped_and_the_chat_goes_on(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     server.tool_calls([("run_sql", {"query": FOREVER})])
     server.reply("that took too long")
-    result = chatcli("new", "--db", str(db), input="count forever\nstill there?\n",
-                     CHATCLI_SQL_TIMEOUT="0.5")
+    result = chatcli(
+        "new", "--db", str(db), input="count forever\nstill there?\n", CHATCLI_SQL_TIMEOUT="0.5"
+    )
     assert result.returncode == 0, result.stderr
     first_turn, answer, second_turn = server.requests
     [stopped] = _tool_messages(answer)
@@ -245,14 +259,20 @@ def test_a_runaway_query_is_stopped_and_the_chat_goes_on(root: Path, tmp_path: P
     assert [m["type"] for m in memory] == ["human", "ai", "tool", "ai", "human", "ai"]
 
 
-def test_ctrl_c_during_a_models_query_ends_the_turn(root: Path, tmp_path: Path,
-                                                   server: FakeOpenAI, env: dict[str, str]) -> None:
+def test_ctrl_c_during_a_models_query_ends_the_turn(
+    root: Path, tmp_path: Path, server: FakeOpenAI, env: dict[str, str]
+) -> None:
     db = _make_db(tmp_path / "data.db")
     server.tool_calls([("run_sql", {"query": FOREVER})])
     start = time.monotonic()
-    proc = subprocess.Popen([CHATCLI, "new", "--db", str(db)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env, "CHATCLI_SQL_TIMEOUT": "30"})
+    proc = subprocess.Popen(
+        [CHATCLI, "new", "--db", str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "CHATCLI_SQL_TIMEOUT": "30"},
+    )
     try:
         assert proc.stdin and proc.stderr
         proc.stdin.write("count forever\n")
@@ -270,8 +290,9 @@ def test_ctrl_c_during_a_models_query_ends_the_turn(root: Path, tmp_path: Path,
     assert [m["type"] for m in _memory(root, _only_session(root))] == ["human"]
 
 
-def test_the_row_cap_says_how_many_rows_were_left_out(tmp_path: Path, server: FakeOpenAI,
-                                                       chatcli) -> None:
+def test_the_row_cap_says_how_many_rows_were_left_out(
+    tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db", big_rows=1000)
     server.tool_calls([("run_sql", {"query": "SELECT * FROM big"})])
     server.reply("lots")
@@ -285,8 +306,9 @@ def test_the_row_cap_says_how_many_rows_were_left_out(tmp_path: Path, server: Fa
     assert "800" in result.stdout  # the user's table says so too
 
 
-def test_tool_rounds_stop_at_eight_and_memory_stays_valid(root: Path, tmp_path: Path,
-                                                          server: FakeOpenAI, chatcli) -> None:
+def test_tool_rounds_stop_at_eight_and_memory_stays_valid(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     for i in range(10):
         server.tool_calls([("run_sql", {"query": f"SELECT {i}"})])
@@ -304,7 +326,8 @@ def test_tool_rounds_stop_at_eight_and_memory_stays_valid(root: Path, tmp_path: 
     memory = _memory(root, _only_session(root))
     _assert_valid_memory(memory)
     assert [m["type"] for m in memory] == (
-        ["human"] + ["ai", "tool"] * 8 + ["ai"] + ["human", "ai", "tool", "ai"])
+        ["human"] + ["ai", "tool"] * 8 + ["ai"] + ["human", "ai", "tool", "ai"]
+    )
     stopped = memory[17]["data"]
     assert not stopped.get("tool_calls")
     assert stopped["response_metadata"]["finish_reason"] == "tool_limit"
@@ -315,8 +338,9 @@ def test_tool_rounds_stop_at_eight_and_memory_stays_valid(root: Path, tmp_path: 
 # --- resuming replays a valid conversation ---------------------------------------------------
 
 
-def test_a_resumed_session_replays_tool_calls_in_order(root: Path, tmp_path: Path,
-                                                       server: FakeOpenAI, chatcli) -> None:
+def test_a_resumed_session_replays_tool_calls_in_order(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     assert _ask_count(server, chatcli, db).returncode == 0
     sid = _only_session(root)
@@ -325,16 +349,22 @@ def test_a_resumed_session_replays_tool_calls_in_order(root: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     sent = server.requests[-1]
     assert [m["role"] for m in sent["messages"]] == [
-        "system", "user", "assistant", "tool", "assistant", "user"]
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
     _assert_valid_replay(sent["messages"])
     assert "t(id INTEGER PK" in sent["messages"][0]["content"]
     assert result.stdout.strip() == "still 3"  # the server accepted it
     assert [m["type"] for m in _memory(root, sid)] == ["human", "ai", "tool", "ai", "human", "ai"]
 
 
-def test_a_tiny_context_budget_never_starts_on_a_tool_message(root: Path, tmp_path: Path,
-                                                              server: FakeOpenAI,
-                                                              chatcli) -> None:
+def test_a_tiny_context_budget_never_starts_on_a_tool_message(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     assert _ask_count(server, chatcli, db).returncode == 0
     sid = _only_session(root)
@@ -353,13 +383,17 @@ def test_a_tiny_context_budget_never_starts_on_a_tool_message(root: Path, tmp_pa
 # --- the user's own commands -----------------------------------------------------------------
 
 
-def test_sql_and_schema_print_plain_tables_without_a_model_call(tmp_path: Path,
-                                                                server: FakeOpenAI,
-                                                                chatcli) -> None:
+def test_sql_and_schema_print_plain_tables_without_a_model_call(
+    tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     before = _sha(db)
-    result = chatcli("new", "--db", str(db),
-                     input="/sql SELECT id, name FROM t ORDER BY id\n/schema\n/sql DROP TABLE t\n")
+    result = chatcli(
+        "new",
+        "--db",
+        str(db),
+        input="/sql SELECT id, name FROM t ORDER BY id\n/schema\n/sql DROP TABLE t\n",
+    )
     assert result.returncode == 1, result.stderr  # piped: a refused line makes the run fail
     assert server.requests == []
     assert "\x1b" not in result.stdout + result.stderr
@@ -369,20 +403,24 @@ def test_sql_and_schema_print_plain_tables_without_a_model_call(tmp_path: Path,
     assert "table t — 3 rows" in schema and "table u — 1 rows" in schema
     assert "  name TEXT NOT NULL" in schema
     assert result.stderr.splitlines() == [
-        "chatcli: error: not allowed: this database is read-only (DROP TABLE)"]
+        "chatcli: error: not allowed: this database is read-only (DROP TABLE)"
+    ]
     assert _sha(db) == before
 
 
 def test_sql_without_a_database_says_none_is_attached(server: FakeOpenAI, chatcli) -> None:
     result = chatcli("new", input="/sql SELECT 1\n/schema\n")
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "chatcli: error: no database is attached (use /attach PATH)"] * 2
+    assert (
+        result.stderr.splitlines()
+        == ["chatcli: error: no database is attached (use /attach PATH)"] * 2
+    )
     assert result.stdout == "" and server.requests == []
 
 
 def test_attach_keeps_the_old_copy_on_a_bad_file_and_detach_removes_only_the_copy(
-        root: Path, tmp_path: Path, server: FakeOpenAI, chatcli) -> None:
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     first = _make_db(tmp_path / "first.db")
     second = tmp_path / "second.db"
     conn = sqlite3.connect(second)
@@ -392,9 +430,15 @@ def test_attach_keeps_the_old_copy_on_a_bad_file_and_detach_removes_only_the_cop
     bad.write_text("not a database\n")
     originals = {p: _sha(p) for p in (first, second, bad)}
 
-    result = chatcli("new", "--db", str(first), input=(
-        f"/attach {bad}\n/sql {COUNT}\n/attach {second}\n/sql SELECT count(*) FROM v\n"
-        "/detach\n/sql SELECT 1\nhi\n"))
+    result = chatcli(
+        "new",
+        "--db",
+        str(first),
+        input=(
+            f"/attach {bad}\n/sql {COUNT}\n/attach {second}\n/sql SELECT count(*) FROM v\n"
+            "/detach\n/sql SELECT 1\nhi\n"
+        ),
+    )
     assert result.returncode == 1, result.stderr  # the bad /attach and the last /sql failed
     errors = [line for line in result.stderr.splitlines() if line.startswith("chatcli: error:")]
     assert errors == [
@@ -404,7 +448,13 @@ def test_attach_keeps_the_old_copy_on_a_bad_file_and_detach_removes_only_the_cop
     assert f"attached {second}" in result.stderr and "database detached" in result.stderr
     # the bad file changed nothing: the first copy still answered
     assert result.stdout.splitlines()[:6] == [
-        "count(*)", "--------", "       3", "count(*)", "--------", "       2"]
+        "count(*)",
+        "--------",
+        "       3",
+        "count(*)",
+        "--------",
+        "       2",
+    ]
     sid = _only_session(root)
     assert not (root / "db" / f"{sid}.db").exists()
     assert {p: _sha(p) for p in originals} == originals
@@ -414,8 +464,9 @@ def test_attach_keeps_the_old_copy_on_a_bad_file_and_detach_removes_only_the_cop
     assert "SQLite" not in sent["messages"][0]["content"]
 
 
-def test_attach_db_command_binds_the_tools_on_resume(root: Path, tmp_path: Path,
-                                                     server: FakeOpenAI, chatcli) -> None:
+def test_attach_db_command_binds_the_tools_on_resume(
+    root: Path, tmp_path: Path, server: FakeOpenAI, chatcli
+) -> None:
     db = _make_db(tmp_path / "data.db")
     assert chatcli("new", input="hi\n").returncode == 0
     sid = _only_session(root)

@@ -1,4 +1,4 @@
-"""The store: seed layout, lazy loads, append-only atomic saves, locking, damaged files, the index."""
+"""The store: seed layout, lazy loads, append-only atomic saves, locks, damaged files, the index."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DAMAGED, EXAMPLES
+from conftest import DAMAGED
 from langchain_core.messages import (
     AIMessage,
     HumanMessage,
@@ -42,10 +42,19 @@ def _every_kind() -> list:
     return [
         SystemMessage("be brief"),
         HumanMessage("hi ✨ 你好 مرحبا \x1b[31m"),
-        AIMessage("", tool_calls=[{"name": "run_sql", "args": {"query": "SELECT 1"},
-                                   "id": "call_1", "type": "tool_call"}],
-                  response_metadata={"finish_reason": "tool_calls", "model_name": "m"},
-                  usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}),
+        AIMessage(
+            "",
+            tool_calls=[
+                {
+                    "name": "run_sql",
+                    "args": {"query": "SELECT 1"},
+                    "id": "call_1",
+                    "type": "tool_call",
+                }
+            ],
+            response_metadata={"finish_reason": "tool_calls", "model_name": "m"},
+            usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+        ),
         ToolMessage("1", tool_call_id="call_1", name="run_sql"),
         AIMessage("done", response_metadata={"finish_reason": "stop"}, id="run-7"),
     ]
@@ -91,7 +100,9 @@ def test_append_keeps_every_existing_byte(example_root: Path) -> None:
     assert len(json.loads(data)) == 5
 
 
-@pytest.mark.parametrize("existing", [b"", b"  \n", b"[]", b"[\n]\n", b'[{"type":"human","data":{"content":"a"}}]'])
+@pytest.mark.parametrize(
+    "existing", [b"", b"  \n", b"[]", b"[\n]\n", b'[{"type":"human","data":{"content":"a"}}]']
+)
 def test_appended_bytes_is_valid_json(existing: bytes) -> None:
     before = json.loads(existing) if existing.strip() else []
     data = appended_bytes(existing, [{"type": "ai", "data": {"content": "b"}}])
@@ -116,9 +127,21 @@ def test_damaged_file_is_refused_and_never_rewritten(tmp_path: Path, name: str) 
     assert _digest(path) == digest
 
 
-@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "..", "", "x" * 40,
-                                 "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11/../x", "ZZZ"])
-def test_ids_that_are_not_uuids_are_refused_before_any_path_is_built(example_root: Path, ref: str) -> None:
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        "",
+        "x" * 40,
+        "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11/../x",
+        "ZZZ",
+    ],
+)
+def test_ids_that_are_not_uuids_are_refused_before_any_path_is_built(
+    example_root: Path, ref: str
+) -> None:
     with pytest.raises(SessionNotFound):
         Store(example_root).resolve(ref)
 
@@ -201,8 +224,12 @@ _WRITER = textwrap.dedent("""
 def test_two_processes_appending_to_one_session_lose_nothing(root: Path) -> None:
     store = Store(root)
     sid = store.create()
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(root), sid, tag, "30"],
-                              stdout=subprocess.PIPE) for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(root), sid, tag, "30"], stdout=subprocess.PIPE
+        )
+        for tag in ("a", "b")
+    ]
     for p in procs:
         p.communicate(timeout=60)
         assert p.returncode == 0
@@ -221,8 +248,9 @@ def test_kill_9_during_saves_never_tears_or_loses_a_file(root: Path) -> None:
     count = len(store.open(sid).messages)
     torn = lost = 0
     for _ in range(10):
-        p = subprocess.Popen([sys.executable, "-c", _WRITER, str(root), sid, "k", "1000"],
-                             stdout=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(root), sid, "k", "1000"], stdout=subprocess.PIPE
+        )
         p.stdout.readline()  # it is saving now
         time.sleep(rng.uniform(0, 0.2))
         p.send_signal(signal.SIGKILL)

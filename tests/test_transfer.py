@@ -22,10 +22,20 @@ TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
 OPENAI_CHAT = [
     {"role": "system", "content": "You answer questions about the user's database."},
     {"role": "user", "content": "How many orders?"},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_9", "type": "function",
-         "function": {"name": "run_sql",
-                      "arguments": '{"query": "SELECT count(*) FROM orders"}'}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_9",
+                "type": "function",
+                "function": {
+                    "name": "run_sql",
+                    "arguments": '{"query": "SELECT count(*) FROM orders"}',
+                },
+            }
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_9", "content": "count(*)\n12"},
     {"role": "assistant", "content": "There are **12** orders."},
 ]
@@ -40,8 +50,11 @@ def _digest(path: Path) -> str:
 
 
 def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): _digest(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and p.parent.name in ("memory", "db", "meta")}
+    return {
+        str(p.relative_to(root)): _digest(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.parent.name in ("memory", "db", "meta")
+    }
 
 
 def _sessions(root: Path) -> list[str]:
@@ -117,8 +130,12 @@ def test_import_openai_messages_converts_tool_calls(root: Path, tmp_path: Path) 
     messages = Store(root).load_messages(result.stdout.split()[-1])
     assert [m["type"] for m in messages] == ["system", "human", "ai", "tool", "ai"]
     (call,) = messages[2]["data"]["tool_calls"]
-    assert call == {"name": "run_sql", "args": {"query": "SELECT count(*) FROM orders"},
-                    "id": "call_9", "type": "tool_call"}
+    assert call == {
+        "name": "run_sql",
+        "args": {"query": "SELECT count(*) FROM orders"},
+        "id": "call_9",
+        "type": "tool_call",
+    }
     assert messages[3]["data"]["tool_call_id"] == "call_9"
     assert messages[3]["data"]["name"] == "run_sql"
 
@@ -143,24 +160,35 @@ def test_imported_sessions_are_listed_and_searchable(root: Path, tmp_path: Path,
     assert json.loads(chatcli("search", "--json", "orders").stdout)[0]["id"] == sid
 
 
-@pytest.mark.parametrize("content, why", [
-    (b"", "not valid JSON"),
-    (b"{\"role\": \"user\"}", "expected a JSON array"),
-    (b"[]", "no messages"),
-    (b"[1, 2]", "neither a LangChain message"),
-    (b'[{"role": "wizard", "content": "hi"}]', "unknown role 'wizard'"),
-    (b'[{"role": "tool", "content": "3"}]', "no tool_call_id"),
-    (b'[{"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",'
-     b' "function": {"name": "f", "arguments": "{oops"}}]}]', "not valid JSON"),
-    (b'[{"type": "human", "data": {"content": "ok"}}, {"type": "alien", "data": {}}]',
-     "unknown type 'alien'"),
-    (b'[{"type": "tool", "data": {"content": "x"}}]', "missing field 'tool_call_id'"),
-    (b'[{"role": "user", "content": "hi"}, {"type": "human", "data": {"content": "x"}}]',
-     "message 1 has unknown role"),
-    (b"\xff\xfe garbage", "not valid JSON"),
-])
-def test_a_bad_file_is_one_line_and_creates_nothing(root: Path, tmp_path: Path, chatcli,
-                                                    content: bytes, why: str) -> None:
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"", "not valid JSON"),
+        (b'{"role": "user"}', "expected a JSON array"),
+        (b"[]", "no messages"),
+        (b"[1, 2]", "neither a LangChain message"),
+        (b'[{"role": "wizard", "content": "hi"}]', "unknown role 'wizard'"),
+        (b'[{"role": "tool", "content": "3"}]', "no tool_call_id"),
+        (
+            b'[{"role": "assistant", "content": null, "tool_calls": [{"id": "c",'
+            b' "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]',
+            "not valid JSON",
+        ),
+        (
+            b'[{"type": "human", "data": {"content": "ok"}}, {"type": "alien", "data": {}}]',
+            "unknown type 'alien'",
+        ),
+        (b'[{"type": "tool", "data": {"content": "x"}}]', "has no 'tool_call_id'"),
+        (
+            b'[{"role": "user", "content": "hi"}, {"type": "human", "data": {"content": "x"}}]',
+            "message 1 has unknown role",
+        ),
+        (b"\xff\xfe garbage", "not valid JSON"),
+    ],
+)
+def test_a_bad_file_is_one_line_and_creates_nothing(
+    root: Path, tmp_path: Path, chatcli, content: bytes, why: str
+) -> None:
     src = tmp_path / "bad.json"
     src.write_bytes(content)
     result = chatcli("import", str(src))
@@ -186,8 +214,10 @@ def test_rename_changes_the_title_and_not_the_memory_file(example_root: Path) ->
     result = _invoke(example_root, "rename", PLAIN[:6], "  Paris   facts ")
     assert result.exit_code == 0
     assert Store(example_root).info(PLAIN).title == "Paris facts"
-    assert json.loads(_invoke(example_root, "search", "--json", "capital").stdout)[0]["title"] \
+    assert (
+        json.loads(_invoke(example_root, "search", "--json", "capital").stdout)[0]["title"]
         == "Paris facts"
+    )
     assert _digest(memory) == before
 
 
@@ -257,10 +287,16 @@ def test_rm_with_piped_input_and_no_yes_refuses(example_root: Path, chatcli) -> 
 
 
 @pytest.mark.parametrize("answer, removed", [("y", True), ("n", False), ("", False)])
-def test_rm_asks_on_a_terminal(example_root: Path, env: dict[str, str], answer: str,
-                               removed: bool) -> None:
-    child = pexpect.spawn(CHATCLI, ["rm", PLAIN[:8]], encoding="utf-8", timeout=20,
-                          env={**env, "CHATCLI_STORAGE": str(example_root)})
+def test_rm_asks_on_a_terminal(
+    example_root: Path, env: dict[str, str], answer: str, removed: bool
+) -> None:
+    child = pexpect.spawn(
+        CHATCLI,
+        ["rm", PLAIN[:8]],
+        encoding="utf-8",
+        timeout=20,
+        env={**env, "CHATCLI_STORAGE": str(example_root)},
+    )
     child.expect(r"What is the capital of France\?")
     child.expect(r"Move 1 session\(s\) to the trash\? \[y/N\]")
     child.sendline(answer)
@@ -276,8 +312,11 @@ def test_rm_asks_on_a_terminal(example_root: Path, env: dict[str, str], answer: 
 
 def _complete(chatcli, root: Path, words: str, shell: str = "zsh") -> str:
     cword = len(words.split()) - (not words.endswith(" "))
-    extra = ({"COMP_WORDS": words, "COMP_CWORD": str(cword)} if shell == "bash"
-             else {"_TYPER_COMPLETE_ARGS": words})
+    extra = (
+        {"COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        if shell == "bash"
+        else {"_TYPER_COMPLETE_ARGS": words}
+    )
     result = chatcli(CHATCLI_STORAGE=str(root), _CHATCLI_COMPLETE=f"complete_{shell}", **extra)
     assert result.returncode == 0, result.stderr
     return result.stdout
