@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from .render import (
     sanitize,
 )
 from .store import Session, Store, message_text, shorten
-
-log = logging.getLogger("chatcli")
 
 REPLAY_TURNS = 3  # turns shown again on resume
 
@@ -121,8 +118,15 @@ class Chat:
 
     @property
     def system_prompt(self) -> str | None:
+        """The session's own (set with --system or /system), else the one a history written by
+        another tool starts with, else the configured one."""
         assert self.session is not None
-        return self.session.meta.get("system") or self.settings["system_prompt"]
+        if own := self.session.meta.get("system"):
+            return own
+        messages = self.session.messages
+        if messages and messages[0].get("type") == "system":
+            return message_text(messages[0])
+        return self.settings["system_prompt"]
 
     def open(self, sid: str, session: Session | None = None) -> None:
         """Make ``sid`` the open session; the previous history is dropped from memory."""

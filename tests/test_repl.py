@@ -159,3 +159,15 @@ def test_escape_sequences_from_the_model_never_reach_the_terminal_raw(
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
     memory = _memory(root, _only_session(root))
     assert memory[-1]["data"]["content"] == "evil \x1b]0;pwned\x07 \x1b[2J text"  # stored exactly
+
+
+def test_a_history_that_starts_with_a_system_message_keeps_it(
+    example_root: Path, server: FakeOpenAI, chatcli
+) -> None:
+    result = chatcli("resume", "5e2d9c1a", input="and now?\n", CHATCLI_STORAGE=str(example_root))
+    assert result.returncode == 0, result.stderr
+    system = [m for m in server.requests[0]["messages"] if m["role"] == "system"]
+    assert [m["content"] for m in system][0].startswith(
+        "You answer questions about the user's database."
+    )
+    assert len(system) == 1
