@@ -94,8 +94,9 @@ def prepare_messages(
     try:
         loaded = messages_from_dict(_valid_unicode(tail))
     except Exception as e:  # pydantic's ValidationError, or a validator's own AttributeError
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DamagedSession(f"this session holds a message LangChain cannot load: {first}") from e
+        raise DamagedSession(
+            f"this session holds a message LangChain cannot load: {_load_error(e)}"
+        ) from e
     messages = _pair_tool_calls(loaded)
     trimmed = trim_messages(
         messages,

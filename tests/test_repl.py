@@ -171,3 +171,19 @@ def test_a_history_that_starts_with_a_system_message_keeps_it(
         "You answer questions about the user's database."
     )
     assert len(system) == 1
+
+
+def test_switching_sessions_evicts_the_previous_history(example_root: Path) -> None:
+    import gc
+    import weakref
+
+    from chatcli import config
+    from chatcli.repl import Chat
+
+    chat = Chat(Store(example_root), config.Settings(), "unused-key")
+    chat.open("0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11")
+    before = weakref.ref(chat.session)
+    chat.open("5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22")
+    gc.collect()
+    assert before() is None  # nothing keeps the first session (and its messages) alive
+    assert chat.session.messages[0]["type"] == "system"
