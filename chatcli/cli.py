@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from bisect import bisect_left
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -136,7 +135,8 @@ def list_(
     """List sessions, newest first."""
     store = _state(ctx).store
     if as_json:
-        sys.stdout.write(store.list_json(limit=limit) + "\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(store.list_json(limit=limit) + b"\n")
         return
     shown = None if show_all else (limit or 50)
     rows = store.list_sessions(limit=shown)
@@ -144,7 +144,7 @@ def list_(
     if not rows:
         typer.echo("No sessions yet. Start one with: chatcli new")
         return
-    short = _short_ids(store.ids(), [r.id for r in rows])
+    short = store.short_ids([r.id for r in rows])
     now = time.time()
     table = [
         (
@@ -163,18 +163,6 @@ def list_(
     from .render import print_stdout_table
 
     print_stdout_table(["id", "title", "msgs", "updated", "model", "db"], table, note=note)
-
-
-def _short_ids(all_ids: list[str], shown: list[str], minimum: int = 8) -> dict[str, str]:
-    """For each shown id, the shortest prefix (at least ``minimum`` chars) naming it uniquely."""
-    ordered = sorted(all_ids)
-    short = {}
-    for sid in shown:
-        i = bisect_left(ordered, sid)
-        neighbours = ordered[max(0, i - 1) : i] + ordered[i + 1 : i + 2]  # only these share most
-        need = max([minimum, *(len(os.path.commonprefix([sid, n])) + 1 for n in neighbours)])
-        short[sid] = sid[:need]
-    return short
 
 
 def _relative(ts: float, now: float) -> str:
@@ -337,7 +325,7 @@ def search_(
     else:
         from .render import make_consoles
 
-        _print_hits(make_consoles()[0], hits, short=_short_ids(store.ids(), [h.id for h in hits]))
+        _print_hits(make_consoles()[0], hits, short=store.short_ids([h.id for h in hits]))
     if not hits:
         raise typer.Exit(int(ExitCode.ERROR))
 

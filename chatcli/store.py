@@ -254,6 +254,7 @@ class Store:
         self.meta_dir = root / META_DIR
         self.lock_dir = root / LOCK_DIR
         self.trash_dir = root / TRASH_DIR
+        self._listing: _Index | None = None
 
     # -- paths and ids -------------------------------------------------------------------------
 
@@ -479,26 +480,41 @@ class Store:
 
     def list_sessions(self, *, limit: int | None = None) -> list[SessionInfo]:
         """Sessions, newest first, from the index (refreshed first if the folders changed)."""
-        return _Index(self).rows(limit)
+        return self._index().rows(limit)
 
     def infos(self, ids: list[str]) -> dict[str, SessionInfo]:
         """Listing rows of these sessions, by id (ids no longer in memory/ are left out)."""
-        return {info.id: info for info in _Index(self).rows_for(ids)} if ids else {}
+        return {info.id: info for info in self._index().rows_for(ids)} if ids else {}
 
     def count(self) -> int:
-        return _Index(self).count()
+        return self._index().count()
 
-    def list_json(self, *, limit: int | None = None) -> str:
-        """The listing as a JSON array; the full one stays cached in the index until a folder
-        changes."""
-        index = _Index(self)
-        if limit is None and (cached := index.state("json")) is not None:
+    def short_ids(self, ids: list[str], minimum: int = 8) -> dict[str, str]:
+        """For each id, the shortest prefix (at least ``minimum`` chars) that names it uniquely."""
+        return self._index().short_ids(ids, minimum)
+
+    def list_json(self, *, limit: int | None = None) -> bytes:
+        """The listing as a UTF-8 JSON array; the full one stays cached in the index until a
+        folder changes, so a warm ``list --json`` of 10,000 sessions is one read."""
+        index = self._index()
+        if limit is None and isinstance(cached := index.state("json"), bytes):
             return cached
         rows = [r.as_json(str(self.db_dir)) for r in index.rows(limit)]
-        text = json.dumps(rows, ensure_ascii=False)  # compact: the C encoder is ~20x faster
+        data = json.dumps(rows, ensure_ascii=False).encode("utf-8", "replace")
         if limit is None:
-            index.set_state("json", text)
-        return text
+            index.set_state("json", data)
+        return data
+
+    def _index(self) -> _Index:
+        """The listing index, refreshed: one connection per Store, checked on every use."""
+        if self._listing is not None:
+            try:
+                self._listing.refresh()
+                return self._listing
+            except sqlite3.DatabaseError:  # deleted or damaged underneath us: start again
+                self._listing = None
+        self._listing = _Index(self)
+        return self._listing
 
     def info(self, sid: str) -> SessionInfo:
         """One listing row built straight from the files (no index)."""
@@ -576,6 +592,7 @@ class _Index:
         self.store = store
         self.path = store.root / INDEX_FILE
         self.conn = self._connect()
+        self._inode = _inode(self.path)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -600,6 +617,30 @@ class _Index:
             conn = _memory_index()
             self._refresh(conn)
             return conn
+
+    def refresh(self) -> None:
+        """Bring the rows up to date; raises sqlite3.DatabaseError if the file was replaced
+        (``doctor --fix`` rebuilds it) so the caller connects again."""
+        if self._inode != _inode(self.path):
+            raise sqlite3.DatabaseError("index file replaced")
+        self._refresh(self.conn)
+
+    def short_ids(self, ids: list[str], minimum: int) -> dict[str, str]:
+        # Only an id's neighbours in sorted order can share a longer prefix with it.
+        short = {}
+        for sid in ids:
+            neighbours = [
+                row[0]
+                for sql in (
+                    "SELECT max(id) FROM sessions WHERE id < ?",
+                    "SELECT min(id) FROM sessions WHERE id > ?",
+                )
+                for row in self.conn.execute(sql, (sid,))
+                if row[0]
+            ]
+            need = max([minimum, *(len(os.path.commonprefix([sid, n])) + 1 for n in neighbours)])
+            short[sid] = sid[:need]
+        return short
 
     def _refresh(self, conn: sqlite3.Connection) -> None:
         store = self.store
@@ -752,6 +793,13 @@ def _size(entry: os.DirEntry[str]) -> int:
         return entry.stat().st_size
     except OSError:
         return 0
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _mtime_ns(path: Path) -> int | None:
