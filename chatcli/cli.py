@@ -103,7 +103,9 @@ def _state(ctx: typer.Context) -> _State:
 
 
 def _fail(error: ChatcliError) -> None:
-    typer.echo(f"chatcli: error: {error}", err=True)
+    from .render import sanitize  # a path or id given on the command line may hold escapes
+
+    typer.echo(f"chatcli: error: {sanitize(str(error))}", err=True)
 
 
 def _log_exception(ctx: typer.Context) -> str:
