@@ -322,47 +322,27 @@ def search_(
         sys.stdout.write(json.dumps([h.as_json() for h in hits], ensure_ascii=False) + "\n")
     elif not hits:
         typer.echo(f"no session mentions {text!r}", err=True)
-    elif not sys.stdout.isatty():  # plain, full ids, and no Rich console to load
-        _print_plain_hits(hits)
     else:
-        from .render import make_consoles
+        from .render import print_search_hits
 
-        _print_hits(make_consoles()[0], hits, short=store.short_ids([h.id for h in hits]))
+        # full ids when piped (scripts pass them on), short unique ones on a terminal
+        short = store.short_ids([h.id for h in hits]) if sys.stdout.isatty() else {}
+        print_search_hits(_hit_rows(hits, short))
     if not hits:
         raise typer.Exit(int(ExitCode.ERROR))
 
 
-def _hit_date(hit: Any) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(hit.updated_ns / 1e9))
-
-
-def _print_plain_hits(hits: list[Any]) -> None:
-    """Each hit as two lines: full id, date and title, then the snippet."""
-    from .render import sanitize
-
-    sys.stdout.write(
-        "".join(
-            f"{hit.id}  {_hit_date(hit)}  {sanitize(hit.title)}\n"
-            f"    {sanitize(hit.plain_snippet)}\n"
-            for hit in hits
+def _hit_rows(hits: list[Any], short: dict[str, str]) -> list[tuple[Any, ...]]:
+    """(id, date, title, snippet pieces) for render.print_search_hits."""
+    return [
+        (
+            short.get(h.id, h.id),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(h.updated_ns / 1e9)),
+            h.title,
+            h.segments(),
         )
-    )
-
-
-def _print_hits(out: Any, hits: list[Any], *, short: dict[str, str]) -> None:
-    """Each hit as two lines on a terminal: id, date and title, then the highlighted snippet."""
-    from rich.text import Text
-
-    from .render import sanitize
-
-    for hit in hits:
-        line = Text(short.get(hit.id, hit.id), style="cyan")
-        line.append(f"  {_hit_date(hit)}  ", style="dim").append(sanitize(hit.title), style="bold")
-        snippet = Text("    ")
-        for piece, matched in hit.segments():
-            snippet.append(sanitize(piece), style="bold reverse" if matched else "")
-        out.print(line, soft_wrap=True)
-        out.print(snippet)
+        for h in hits
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

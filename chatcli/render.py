@@ -233,6 +233,39 @@ def _plain_table(
     return "\n".join(lines) + "\n"
 
 
+def print_search_hits(
+    hits: Sequence[tuple[str, str, str, Sequence[tuple[str, bool]]]],
+    *,
+    console: Console | None = None,
+) -> None:
+    """Search results, two lines each: id, date and title, then the snippet, given as (text,
+    matched) pieces; matches highlighted on a terminal. Without a console: stdout, and no Rich
+    console is even loaded when stdout is not a terminal."""
+    if console is None and sys.stdout.isatty():
+        console = make_consoles()[0]
+    if console is None or not console.is_terminal:
+        file = console.file if console is not None else sys.stdout
+        file.write(
+            "".join(
+                f"{sid}  {date}  {sanitize(title)}\n"
+                f"    {sanitize(''.join(piece for piece, _ in pieces))}\n"
+                for sid, date, title, pieces in hits
+            )
+        )
+        file.flush()
+        return
+    from rich.text import Text
+
+    for sid, date, title, pieces in hits:
+        line = Text(sid, style="cyan")
+        line.append(f"  {date}  ", style="dim").append(sanitize(title), style="bold")
+        snippet = Text("    ")
+        for piece, matched in pieces:
+            snippet.append(sanitize(piece), style="bold reverse" if matched else "")
+        console.print(line, soft_wrap=True)
+        console.print(snippet)
+
+
 # --------------------------------------------------------------------------- streaming
 
 # Block-structure probes, applied to complete lines only.  They are deliberately loose:

@@ -16,7 +16,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from chatcli import search
-from chatcli.cli import _print_hits, app
+from chatcli.cli import _hit_rows, app
+from chatcli.render import print_search_hits
 from chatcli.store import Store
 
 PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
@@ -121,8 +122,9 @@ def test_newest_match_first_and_limit(root: Path) -> None:
 def test_the_terminal_gets_highlights_and_a_pipe_plain_text(example_root: Path) -> None:
     hits = search.search(Store(example_root), "Paris")
     styled, plain = io.StringIO(), io.StringIO()
-    _print_hits(Console(file=styled, force_terminal=True, width=100), hits, short={})
-    _print_hits(Console(file=plain, force_terminal=False, width=100), hits, short={})
+    rows = _hit_rows(hits, {})
+    print_search_hits(rows, console=Console(file=styled, force_terminal=True, width=100))
+    print_search_hits(rows, console=Console(file=plain, force_terminal=False, width=100))
     assert "\x1b[" in styled.getvalue() and "Paris" in styled.getvalue()
     assert "\x1b" not in plain.getvalue() and "Paris" in plain.getvalue()
 
@@ -131,7 +133,8 @@ def test_control_characters_in_messages_never_reach_the_terminal(root: Path) -> 
     store = Store(root)
     _session(store, "evil \x1b]0;pwned\x07 title \x1b[2J text")
     out = io.StringIO()
-    _print_hits(Console(file=out, force_terminal=False), search.search(store, "evil"), short={})
+    rows = _hit_rows(search.search(store, "evil"), {})
+    print_search_hits(rows, console=Console(file=out, force_terminal=False))
     assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
 
 
