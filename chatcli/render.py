@@ -29,6 +29,9 @@ __all__ = [
     "print_error",
     "print_markdown",
     "print_note",
+    "print_search_hits",
+    "print_stdout_table",
+    "print_styled",
     "print_table",
     "sanitize",
 ]
@@ -118,6 +121,17 @@ def print_note(console: Console, message: str) -> None:
         console.print(Text(text, style="dim"))
     else:
         _write_plain(console, text if text.endswith("\n") else text + "\n")
+
+
+def print_styled(console: Console, *parts: tuple[str, str]) -> None:
+    """One line from (text, style) parts; the text is never read as Rich markup, so a title
+    with [brackets] prints as it is. Plain text when not a terminal."""
+    if not console.is_terminal:
+        _write_plain(console, sanitize("".join(text for text, _ in parts)) + "\n")
+        return
+    from rich.text import Text
+
+    console.print(Text.assemble(*((sanitize(text), style) for text, style in parts)))
 
 
 def print_markdown(console: Console, text: str, *, code_theme: str = "monokai") -> None:

@@ -17,6 +17,7 @@ from .render import (
     print_error,
     print_markdown,
     print_note,
+    print_styled,
     print_table,
     sanitize,
 )
@@ -309,14 +310,10 @@ class Chat:
 
     def _banner(self) -> None:
         assert self.session is not None
-        from rich.text import Text
-
-        # Text, not markup: a title or model name with [brackets] must print as it is
-        self.out.print(
-            Text.assemble(
-                (sanitize(self.session.title), "bold"),
-                (f" · {self.sid[:8]} · {sanitize(self.model_name)}", "dim"),
-            )
+        print_styled(
+            self.out,
+            (self.session.title, "bold"),
+            (f" · {self.sid[:8]} · {self.model_name}", "dim"),
         )
         print_note(self.out, "Enter sends · Esc Enter for a new line · /help · Ctrl-D leaves")
         self.replay(REPLAY_TURNS, turns=True)
@@ -337,9 +334,7 @@ class Chat:
         kind = m.get("type")
         text = message_text(m)
         if kind in ("human", "HumanMessageChunk"):
-            from rich.text import Text
-
-            self.out.print(Text.assemble(("› ", "bold cyan"), sanitize(text)))
+            print_styled(self.out, ("› ", "bold cyan"), (text, ""))
         elif kind in ("ai", "AIMessageChunk"):
             if text:
                 print_markdown(self.out, text)
