@@ -127,7 +127,9 @@ def list_(
     ctx: typer.Context,
     limit: Annotated[
         int | None,
-        typer.Option("-n", "--limit", min=1, help="Show the N newest sessions (default 50)."),
+        typer.Option(
+            "-n", "--limit", min=1, max=10**9, help="Show the N newest sessions (default 50)."
+        ),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="Show every session.")] = False,
     as_json: Annotated[
@@ -257,8 +259,11 @@ def attach_db(
     from .sqltools import copy_database
 
     store.ensure()
-    copy_database(path, store.db_path(sid))
+    with store.replacing_db(sid) as kept:
+        copy_database(path, store.db_path(sid))
     typer.echo(f"attached {path} to session {sid}")
+    if kept:
+        typer.echo(f"(the previous copy is kept in {kept})", err=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +304,9 @@ def search_(
         ),
     ],
     limit: Annotated[
-        int, typer.Option("-n", "--limit", min=1, help="Show at most N sessions (default 20).")
+        int, typer.Option(
+            "-n", "--limit", min=1, max=10**9, help="Show at most N sessions (default 20)."
+        )
     ] = 20,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the matches as a JSON array.")
@@ -385,6 +392,10 @@ def export(
     sid = store.resolve(session_id)
     data = export_session(store, sid, fmt=fmt.value)
     if output is None:
+        if sys.stdout.isatty():  # the data stays exact in files and pipes, never raw on screen
+            from .render import sanitize
+
+            data = sanitize(data.decode("utf-8", "replace")).encode("utf-8")
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -457,6 +468,8 @@ def rm(
     ] = False,
 ) -> None:
     """Move sessions to the trash (<storage>/trash/); --restore brings them back."""
+    from .render import sanitize
+
     store = _state(ctx).store
     if restore:
         for sid in dict.fromkeys(store.resolve(ref, trashed=True) for ref in session_ids):
@@ -474,13 +487,13 @@ def rm(
             )
             raise typer.Exit(int(ExitCode.USAGE))
         for sid in sids:
-            typer.echo(f"  {sid}  {titles.get(sid, '')}", err=True)
+            typer.echo(f"  {sid}  {sanitize(titles.get(sid, ''))}", err=True)
         if not typer.confirm(f"Move {len(sids)} session(s) to the trash?", default=False, err=True):
             typer.echo("nothing removed", err=True)
             raise typer.Exit(int(ExitCode.ERROR))
     for sid in sids:
         store.trash(sid)
-        typer.echo(f"moved to the trash: {sid}  {titles.get(sid, '')}")
+        typer.echo(f"moved to the trash: {sid}  {sanitize(titles.get(sid, ''))}")
     typer.echo(f"(bring back with: chatcli rm --restore {' '.join(s[:8] for s in sids)})", err=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -151,14 +152,15 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any, kind: type, *, where: Path | None = None) -> Any:
+    what = "text" if kind is str else f"a positive {kind.__name__}"
     try:
-        if kind in (int, float) and isinstance(value, bool):
-            raise ValueError
+        from_file = where is not None
+        if isinstance(value, bool) or (from_file and kind is str and not isinstance(value, str)):
+            raise ValueError  # TOML has types: model = 5 is a mistake, not "5"
         result = kind(value)
-        if kind in (int, float) and result <= 0:
+        # nan and inf would switch a time limit off
+        if kind in (int, float) and not (result > 0 and math.isfinite(result)):
             raise ValueError
         return result
-    except (TypeError, ValueError) as e:
-        raise ConfigError(
-            f"setting {name!r} must be a positive {kind.__name__}, got {value!r}", path=where
-        ) from e
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ConfigError(f"setting {name!r} must be {what}, got {value!r}", path=where) from e

@@ -17,6 +17,7 @@ from typing import Any
 from .errors import DamagedSession, ModelError
 
 MAX_TOOL_ROUNDS = 8
+MAX_RETRIES = 1
 CONNECT_TIMEOUT = 5.0
 # Characters per token, a cheap first cut before LangChain's own approximate count.
 _CHARS_PER_TOKEN = 3
@@ -211,7 +212,7 @@ class Model:
             base_url=self.base_url,
             streaming=True,
             stream_usage=True,  # custom servers only report usage when asked
-            max_retries=1,  # an unreachable server must fail within seconds, not minutes
+            max_retries=MAX_RETRIES,  # an unreachable server must fail in seconds, not minutes
             timeout=openai.Timeout(self.timeout, connect=CONNECT_TIMEOUT),
         )
         return llm.bind_tools(self.tools) if self.tools else llm
@@ -256,12 +257,13 @@ class Turn:
             self._acc = None
             finish = yield from self._stream(client, messages)
             message = self._finished(finish)
-            self._acc = None
             calls = message["data"].get("tool_calls") or []
             if not calls or finish in ("incomplete",) or self.execute is None:
+                self._acc = None
                 yield Saved([message], finish)
                 return
             if round_ == MAX_TOOL_ROUNDS:
+                self._acc = None
                 note = f"stopped after {MAX_TOOL_ROUNDS} rounds of tool calls"
                 yield Saved([_without_tool_calls(message, note)], "tool_limit")
                 yield Note(note)
@@ -271,6 +273,8 @@ class Turn:
                 text = self.execute(call["name"], call.get("args") or {})
                 yield ToolRun(call["name"], call.get("args") or {}, text)
                 results.append(_tool_dict(text, call["id"], call["name"]))
+            # Until the results are saved, Ctrl-C keeps the words of this message (not its calls)
+            self._acc = None
             self.history += [message, *results]
             yield Saved([message, *results], finish)
 
@@ -311,8 +315,10 @@ class Turn:
         from langchain_core.messages.utils import message_chunk_to_message
 
         message = _plain_ai(message_chunk_to_message(self._acc))
-        message.response_metadata["finish_reason"] = "interrupted"
         self._acc = None
+        if not message.content:  # only unfinished tool calls arrived: nothing worth keeping
+            return None
+        message.response_metadata["finish_reason"] = "interrupted"
         return message_to_dict(message)
 
 
@@ -363,5 +369,8 @@ def _connection_message(e: Any, model: Model) -> str:
     import openai
 
     if isinstance(e, openai.APITimeoutError):
-        return f"the model server at {where} did not answer within {model.timeout:g} s"
+        tries = MAX_RETRIES + 1
+        return (
+            f"the model server at {where} did not answer within {model.timeout:g} s ({tries} tries)"
+        )
     return f"cannot reach the model server at {where} (is it running? check OPENAI_BASE_URL)"

@@ -91,6 +91,31 @@ class _Exit(Exception):
     """Raised by /exit."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, or SIGHUP when the terminal closes: handled like Ctrl-C (what arrived of a reply
+    is saved), then chatcli leaves."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    import signal
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise _Terminated(signum)
+
+    wanted = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    previous = {name: signal.signal(getattr(signal, name), _raise) for name in wanted}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 class Chat:
     """One chat loop; holds exactly one open session (switching evicts the previous one)."""
 
@@ -156,7 +181,10 @@ class Chat:
         self.open(sid, session)
         self._created = sid if created else None
         try:
-            return self._interactive() if self.interactive else self._piped()
+            with _terminate_like_ctrl_c():
+                return self._interactive() if self.interactive else self._piped()
+        except _Terminated as e:
+            return 128 + e.signum
         finally:
             self._close_db()
             self._forget_if_unused()
@@ -174,6 +202,8 @@ class Chat:
                 self.handle(line)
             except _Exit:
                 break
+            except _Terminated:
+                raise
             except KeyboardInterrupt:
                 return int(ExitCode.INTERRUPTED)
         return int(ExitCode.ERROR) if self.failed else 0
@@ -185,6 +215,8 @@ class Chat:
         while True:
             try:
                 line = prompt.prompt(pre_run=_after_first_draw(llm.preload))
+            except _Terminated:
+                raise
             except KeyboardInterrupt:
                 if armed:
                     return 0
@@ -201,6 +233,8 @@ class Chat:
                     self.handle(line)
             except _Exit:
                 return 0
+            except _Terminated:
+                raise
             except KeyboardInterrupt:
                 print_note(self.err, "(interrupted)")
             self.out.print()  # a blank line between one exchange and the next prompt
@@ -208,10 +242,11 @@ class Chat:
     def handle(self, line: str) -> None:
         """One input line: a slash command or a message to the model. Errors end the turn only."""
         try:
-            if line.startswith("/"):
+            if _is_command(line):
                 self._dispatch(line)
             else:
-                self.send(line)
+                # "//text" sends "/text": the way to start a message with a slash
+                self.send(line[1:] if line.startswith("//") else line)
         except ChatcliError as e:
             self.failed = True
             print_error(self.err, str(e))
@@ -226,7 +261,11 @@ class Chat:
         name, _, arg = line.partition(" ")
         command = _COMMANDS.get(name.lower())
         if command is None:
-            print_error(self.err, f"unknown command {sanitize(name)}; /help lists the commands")
+            self.failed = True
+            print_error(
+                self.err,
+                f"unknown command {sanitize(name)}; /help lists them (start with // to send a /)",
+            )
             return
         command.handler(self, arg.strip())
 
@@ -350,6 +389,12 @@ class Chat:
             self._created = None
 
 
+def _is_command(line: str) -> bool:
+    """A slash command: "/word ...". A path such as "/etc/hosts: what is it?" is a message."""
+    name = line.partition(" ")[0]
+    return name.startswith("/") and not name.startswith("//") and "/" not in name[1:]
+
+
 def _describe_call(name: str, args: dict[str, Any]) -> str:
     """How a tool call is shown: the SQL itself for run_sql."""
     if name == "run_sql":
@@ -414,8 +459,9 @@ def _switch(chat: Chat, arg: str) -> None:
     if not arg:
         raise ChatcliError("usage: /switch ID")
     sid = chat.store.resolve(arg)
-    chat._forget_if_unused()
-    chat.open(sid)
+    if sid != chat.sid:  # switching to the open session must not forget it as unused
+        chat._forget_if_unused()
+        chat.open(sid)
     print_note(chat.err, f"switched to {sid} · {chat.session.title if chat.session else ''}")
     if chat.interactive:
         chat.replay(REPLAY_TURNS, turns=True)
@@ -476,8 +522,11 @@ def _attach(chat: Chat, arg: str) -> None:
     if not arg:
         raise ChatcliError("usage: /attach PATH")
     chat._close_db()
-    copy_database(Path(arg).expanduser(), chat.store.db_path(chat.sid))
-    print_note(chat.err, f"attached {arg}")
+    with chat.store.replacing_db(chat.sid) as kept:
+        copy_database(Path(arg).expanduser(), chat.store.db_path(chat.sid))
+    print_note(
+        chat.err, f"attached {arg}" + (f" (the previous copy is kept in {kept})" if kept else "")
+    )
 
 
 @_command("/detach", "/detach", "remove the attached database copy")
@@ -490,8 +539,8 @@ def _detach(chat: Chat, arg: str) -> None:
         if not confirm("Remove the attached database copy?"):
             return
     chat._close_db()
-    chat.store.detach_db(chat.sid)
-    print_note(chat.err, "database detached")
+    kept = chat.store.detach_db(chat.sid)
+    print_note(chat.err, f"database detached (the copy is kept in {kept})")
 
 
 @_command("/sql", "/sql QUERY", "run a read-only query on the attached database")
@@ -516,7 +565,7 @@ def _schema(chat: Chat, arg: str) -> None:
 
 def _count(arg: str, default: int) -> int:
     try:
-        return max(1, int(arg)) if arg else default
+        return max(0, int(arg)) if arg else default
     except ValueError as e:
         raise ChatcliError(f"not a number: {arg!r}") from e
 

@@ -75,6 +75,17 @@ def validate_messages(data: Any) -> list[dict[str, Any]]:
         for name in _REQUIRED_TEXT.get(kind.removesuffix("MessageChunk").lower(), ()):
             if not isinstance(fields.get(name), str):
                 raise ValueError(f"message {i} ({kind}) has no {name!r}")
+        for name in ("additional_kwargs", "response_metadata"):
+            if not isinstance(fields.get(name, {}), dict):
+                raise ValueError(f"message {i} has a {name!r} that is not an object")
+        calls = fields.get("tool_calls", [])
+        if not isinstance(calls, list) or not all(
+            isinstance(c, dict)
+            and isinstance(c.get("name"), str)
+            and isinstance(c.get("args", {}), dict)
+            for c in calls
+        ):
+            raise ValueError(f"message {i} has tool_calls that are not a list of named calls")
     return data
 
 
@@ -148,9 +159,17 @@ def _ensure_dir(path: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``; a crash at any instant leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import tempfile
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a fresh, exclusive, 0600 name: never follows a link planted in a shared folder
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+        )
+        tmp = Path(name)
+    except OSError as e:
+        raise StorageError(f"cannot save: {e.strerror}", path=path) from e
+    try:
         try:
             with os.fdopen(fd, "wb", closefd=False) as f:
                 f.write(data)
@@ -167,6 +186,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a folder; its renames need no folder sync
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -248,12 +269,12 @@ class Store:
     """The storage root. Cheap to create: nothing is read until asked."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.memory_dir = root / MEMORY_DIR
-        self.db_dir = root / DB_DIR
-        self.meta_dir = root / META_DIR
-        self.lock_dir = root / LOCK_DIR
-        self.trash_dir = root / TRASH_DIR
+        self.root = root.absolute()  # paths in messages and --json work from any folder
+        self.memory_dir = self.root / MEMORY_DIR
+        self.db_dir = self.root / DB_DIR
+        self.meta_dir = self.root / META_DIR
+        self.lock_dir = self.root / LOCK_DIR
+        self.trash_dir = self.root / TRASH_DIR
         self._listing: _Index | None = None
 
     # -- paths and ids -------------------------------------------------------------------------
@@ -357,8 +378,14 @@ class Store:
         with self.lock(sid):
             try:
                 raw = path.read_bytes()
-            except FileNotFoundError:
-                raw = b""  # deleted behind our back: write what we have rather than lose it
+            except FileNotFoundError as e:
+                # Moved to the trash (or away) while open: starting a new file would split the
+                # session in two and block its restore.
+                raise SessionNotFound(
+                    "this session was removed while open (chatcli rm --restore brings it back);"
+                    " not saving",
+                    path=path,
+                ) from e
             except OSError as e:
                 raise StorageError(f"cannot read session: {e.strerror}", path=path) from e
             try:
@@ -421,10 +448,39 @@ class Store:
         """Everything that belongs to one session, its memory file first."""
         return [self.memory_path(sid), self.meta_path(sid), self.db_path(sid)]
 
-    def detach_db(self, sid: str) -> None:
-        """Remove the session's database copy (the user's original was never touched)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.db_path(sid).unlink()
+    def detach_db(self, sid: str) -> Path | None:
+        """Remove the session's database copy; returns where the old copy is kept."""
+        with self.replacing_db(sid) as kept:
+            with contextlib.suppress(FileNotFoundError):
+                self.db_path(sid).unlink()
+        return kept
+
+    @contextlib.contextmanager
+    def replacing_db(self, sid: str) -> Iterator[Path | None]:
+        """Around replacing or removing a session's database: the old copy stays in
+        trash/replaced/ (a hard link, so nothing is copied), and goes again if the change fails.
+        The database may be the only copy of the user's data."""
+        kept = None
+        if self.has_db(sid):
+            kept = self.trash_dir / "replaced" / f"{sid}.{time.time_ns()}.db"
+            _ensure_dir(kept.parent)
+            try:
+                os.link(self.db_path(sid), kept)
+            except OSError:  # no hard links here (another file system): copy instead
+                import shutil
+
+                try:
+                    shutil.copy2(self.db_path(sid), kept)
+                except OSError as e:
+                    raise StorageError(
+                        f"cannot keep the old database: {e.strerror}", path=kept
+                    ) from e
+        try:
+            yield kept
+        except BaseException:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+            raise
 
     @contextlib.contextmanager
     def lock(self, sid: str) -> Iterator[None]:

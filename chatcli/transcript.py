@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .store import message_text
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _ROLES = {"human": "You", "ai": "Assistant", "system": "System", "tool": "Tool result"}
 
 
@@ -18,25 +20,42 @@ def to_markdown(title: str, messages: list[dict[str, Any]]) -> str:
         data = m.get("data", {})
         text = message_text(m)
         if kind == "tool":
-            lines += [f"### Tool result ({data.get('name') or 'tool'})", "", "```", text, "```", ""]
+            lines += [f"### Tool result ({data.get('name') or 'tool'})", ""]
+            lines += _code(text)
             continue
         lines += [f"## {_ROLES.get(kind, kind.title())}", ""]
         if text:
-            lines += [text, ""]
+            lines += [_closed_fences(text), ""]
         for call in data.get("tool_calls") or []:
             args = call.get("args") or {}
+            lines += [f"Tool call `{call.get('name')}`:", ""]
             if call.get("name") == "run_sql" and "query" in args:
-                lines += ["Tool call `run_sql`:", "", "```sql", str(args["query"]), "```", ""]
+                lines += _code(str(args["query"]), "sql")
             else:
-                lines += [
-                    f"Tool call `{call.get('name')}`:",
-                    "",
-                    "```json",
-                    json.dumps(args, ensure_ascii=False, indent=2),
-                    "```",
-                    "",
-                ]
+                lines += _code(json.dumps(args, ensure_ascii=False, indent=2), "json")
         finish = (data.get("response_metadata") or {}).get("finish_reason")
         if finish in ("interrupted", "incomplete"):
             lines += [f"*(reply {finish})*", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _code(text: str, lang: str = "") -> list[str]:
+    """A fenced block that ``text`` cannot close early: the fence outruns any backticks inside."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + lang, text, fence, ""]
+
+
+def _closed_fences(text: str) -> str:
+    """A reply cut off inside a code block (Ctrl-C, a broken stream) gets its fence closed, so
+    the rest of the transcript is not swallowed into the code."""
+    open_fence = None
+    for line in text.splitlines():
+        match = _FENCE.match(line)
+        if not match:
+            continue
+        if open_fence is None:
+            open_fence = match.group(1)
+        elif match.group(1)[0] == open_fence[0] and len(match.group(1)) >= len(open_fence):
+            open_fence = None
+    return text if open_fence is None else f"{text.rstrip()}\n{open_fence}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ChatcliError
-from .store import Store, appended_bytes, validate_messages
+from .store import Store, validate_messages
 
 FORMATS = ("md", "json")
 _OPENAI_KINDS = {
@@ -27,9 +27,10 @@ _OPENAI_KINDS = {
 def export_session(store: Store, sid: str, *, fmt: str = "md") -> bytes:
     """The session as a Markdown transcript, or (``json``) its messages in the memory format."""
     if fmt == "json":
-        messages = store.load_messages(sid)
-        # The layout chatcli's own saves write: one message per line.
-        return appended_bytes(b"", messages) if messages else b"[]\n"
+        # The file's own bytes, once they are known to parse: exact, whoever wrote them.
+        if not store.load_messages(sid):
+            return b"[]\n"
+        return store.memory_path(sid).read_bytes()
     if fmt == "md":
         from .transcript import to_markdown
 
@@ -73,6 +74,8 @@ def read_conversation(raw: bytes) -> list[dict[str, Any]]:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ValueError("not valid JSON: nested too deeply") from e
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON array of messages, found {type(data).__name__}")
     if not data:

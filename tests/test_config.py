@@ -65,3 +65,18 @@ def test_config_command_shows_sources_and_never_the_key(chatcli) -> None:
     assert result.returncode == 0
     assert "m-env" in result.stdout and "env CHATCLI_MODEL" in result.stdout
     assert "sk-test-secret-key-1234" not in result.stdout
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_time_limit_must_be_finite_and_positive(
+    cfg: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CHATCLI_SQL_TIMEOUT", value)
+    with pytest.raises(ConfigError, match="sql_timeout"):
+        config.Settings()
+
+
+def test_toml_types_are_kept(cfg: Path) -> None:
+    cfg.write_text("model = 5\n")
+    with pytest.raises(ConfigError, match="must be text"):
+        config.Settings()

@@ -127,7 +127,7 @@ def test_slash_commands_in_piped_mode(
 ) -> None:
     out = tmp_path / "t.md"
     result = chatcli("new", input=f"/title My chat\n/model m2\nhi\n/frobnicate\n/export {out}\n")
-    assert result.returncode == 0
+    assert result.returncode == 1  # /frobnicate is unknown
     assert "unknown command /frobnicate" in result.stderr
     assert server.requests[0]["model"] == "m2"
     text = out.read_text()
@@ -187,3 +187,47 @@ def test_switching_sessions_evicts_the_previous_history(example_root: Path) -> N
     gc.collect()
     assert before() is None  # nothing keeps the first session (and its messages) alive
     assert chat.session.messages[0]["type"] == "system"
+
+
+def test_sigterm_mid_reply_saves_what_arrived(root: Path, server: FakeOpenAI, env) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from conftest import CHATCLI
+
+    server.reply("word " * 200, delay=0.02)
+    proc = subprocess.Popen(
+        [CHATCLI, "new"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    proc.stdin.write("talk\n")
+    proc.stdin.flush()
+    assert proc.stdout.read(20)  # the reply is streaming
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    memory = _memory(root, _only_session(root))
+    assert memory[-1]["data"]["response_metadata"]["finish_reason"] == "interrupted"
+    assert memory[-1]["data"]["content"].startswith("word word")
+
+
+def test_switching_to_the_open_session_keeps_it(root: Path, server: FakeOpenAI, chatcli) -> None:
+    result = chatcli("new", "--title", "fresh", input="/new other\n/switch ")
+    assert result.returncode == 1  # "/switch" with no id is a usage error
+    assert Store(root).ids() == []  # both unused sessions were forgotten
+    chatcli("new", "--title", "fresh", input="hello\n")
+    [sid] = Store(root).ids()
+    result = chatcli("resume", sid, input=f"/switch {sid[:8]}\nagain\n")
+    assert result.returncode == 0, result.stderr
+    [row] = Store(root).list_sessions()
+    assert row.title == "fresh" and row.messages == 4
+
+
+def test_a_line_starting_with_a_path_or_two_slashes_is_a_message(
+    root: Path, server: FakeOpenAI, chatcli
+) -> None:
+    result = chatcli("new", input="/etc/hosts: what is it?\n//help me\n/nope\n")
+    assert result.returncode == 1  # /nope is unknown: a script learns of it
+    sent = [r["messages"][-1]["content"] for r in server.requests]
+    assert sent == ["/etc/hosts: what is it?", "/help me"]
+    assert "unknown command /nope" in result.stderr

@@ -263,3 +263,25 @@ def test_kill_9_during_saves_never_tears_or_loses_a_file(root: Path) -> None:
         lost += now < count
         count = now
     assert (torn, lost) == (0, 0)
+
+
+def test_a_session_trashed_while_open_is_not_split_by_the_next_save(example_root: Path) -> None:
+    store = Store(example_root)
+    store.trash(PLAIN)
+    with pytest.raises(SessionNotFound, match="removed while open"):
+        store.append(PLAIN, [message_to_dict(HumanMessage("late"))])
+    assert not store.memory_path(PLAIN).exists()
+    store.restore(PLAIN)
+    assert len(store.open(PLAIN).messages) == 4
+
+
+def test_replacing_or_detaching_a_database_keeps_the_old_copy(example_root: Path) -> None:
+    store = Store(example_root)
+    old = store.db_path(TOOLS).read_bytes()
+    kept = store.detach_db(TOOLS)
+    assert not store.has_db(TOOLS)
+    assert kept is not None and kept.read_bytes() == old
+    with pytest.raises(RuntimeError):
+        with store.replacing_db(PLAIN):  # nothing attached: nothing kept
+            raise RuntimeError
+    assert not (store.trash_dir / "replaced" / f"{PLAIN}.db").exists()
