@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Rich's modules are imported where they are used: `chatcli list` piped to a file must not pay
 # ~40 ms for rich.markdown (and pygments, markdown-it) that it never uses.
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MarkdownStream",
+    "Waiting",
     "make_consoles",
     "print_error",
     "print_markdown",
@@ -278,6 +279,28 @@ def print_search_hits(
             snippet.append(sanitize(piece), style="bold reverse" if matched else "")
         console.print(line, soft_wrap=True)
         console.print(snippet)
+
+
+class Waiting:
+    """A transient spinner line while nothing has arrived yet (a terminal only): a slow server
+    or the first LangChain import must not look like a hang."""
+
+    def __init__(self, console: Console, text: str = "waiting for the model…") -> None:
+        self.console = console
+        self.text = text
+        self._status: Any = None
+
+    def start(self) -> None:
+        if self.console.is_terminal and self._status is None:
+            from rich.text import Text
+
+            self._status = self.console.status(Text(self.text, style="dim"))
+            self._status.start()
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
 
 
 # --------------------------------------------------------------------------- streaming

@@ -13,6 +13,7 @@ from . import config, llm
 from .errors import ChatcliError, ConfigError, ExitCode, QueryError
 from .render import (
     MarkdownStream,
+    Waiting,
     make_consoles,
     print_error,
     print_markdown,
@@ -286,6 +287,7 @@ class Chat:
 
         def execute(name: str, args: dict[str, Any]) -> str:
             # The model's words before its tool call belong above the query and its table.
+            waiting.stop()
             stream.close()
             return self._run_tool(name, args)
 
@@ -296,14 +298,19 @@ class Chat:
             execute=execute if db else None,
         )
         stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
+        waiting = Waiting(self.out)
+        waiting.start()
         try:
             for event in turn.events():
+                waiting.stop()
                 if isinstance(event, llm.TextDelta):
                     stream.feed(event.text)
                 elif isinstance(event, llm.Saved):
                     stream.close()
                     stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
                     self.session.messages = self.store.append(self.sid, event.messages)
+                    if event.finish_reason == "tool_calls":
+                        waiting.start()  # the model's next round
                     if event.finish_reason == "incomplete":
                         print_error(
                             self.err,
@@ -312,12 +319,14 @@ class Chat:
                 elif isinstance(event, llm.Note):
                     print_note(self.err, event.text)
         except KeyboardInterrupt:
+            waiting.stop()
             stream.close()
             partial = turn.interrupted()
             if partial is not None:
                 self.session.messages = self.store.append(self.sid, [partial])
             raise
         finally:
+            waiting.stop()
             stream.close()
 
     def _system_with_schema(self, db: Any) -> str | None:
@@ -445,7 +454,7 @@ def _list(chat: Chat, arg: str) -> None:
             (
                 r.id[:8],
                 r.title if not r.damaged else f"DAMAGED: {r.damaged}",
-                str(r.messages),
+                r.messages,
                 r.model,
                 "yes" if r.has_db else "",
             )
@@ -582,6 +591,7 @@ def _build_prompt(chat: Chat) -> Any:
     chat.store.ensure()
     return PromptSession(
         message=[("class:prompt", "› ")],
+        prompt_continuation="  ",  # lines after Esc Enter line up under the first one
         # input survives restarts and failed turns: Up brings back a message the server refused
         history=FileHistory(str(chat.store.root / "input_history")),
         completer=_completer(chat),
@@ -661,7 +671,8 @@ def _toolbar(chat: Chat) -> Any:
     if chat.session is None:
         return ""
     db = " · db attached" if chat.store.has_db(chat.sid) else ""
-    return f" {shorten(chat.session.title, 40)} · {chat.model_name} · {chat.sid[:8]}{db} "
+    text = f" {shorten(chat.session.title, 40)} · {chat.model_name} · {chat.sid[:8]}{db} "
+    return sanitize(text)  # a title is the user's data: shown, never acted on
 
 
 def _completer(chat: Chat) -> Any:
