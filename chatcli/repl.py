@@ -512,8 +512,12 @@ def _export(chat: Chat, arg: str) -> None:
 
     assert chat.session is not None
     path = Path(arg or f"chatcli-{chat.sid[:8]}.md").expanduser()
+    data = to_markdown(chat.session.title, chat.session.messages).encode("utf-8")
     try:
-        path.write_text(to_markdown(chat.session.title, chat.session.messages), encoding="utf-8")
+        with open(path, "xb") as f:  # never over a file that is already there
+            f.write(data)
+    except FileExistsError as e:
+        raise ChatcliError("file exists; give /export another path", path=path) from e
     except OSError as e:
         raise ChatcliError(f"cannot write export: {e.strerror}", path=path) from e
     print_note(chat.err, f"exported {len(chat.session.messages)} messages to {path}")

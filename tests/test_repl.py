@@ -231,3 +231,11 @@ def test_a_line_starting_with_a_path_or_two_slashes_is_a_message(
     sent = [r["messages"][-1]["content"] for r in server.requests]
     assert sent == ["/etc/hosts: what is it?", "/help me"]
     assert "unknown command /nope" in result.stderr
+
+
+def test_export_never_overwrites_a_file(root: Path, server: FakeOpenAI, chatcli, tmp_path) -> None:
+    keep = tmp_path / "keep.md"
+    keep.write_text("precious")
+    result = chatcli("new", input=f"hi\n/export {keep}\n")
+    assert result.returncode == 1 and "file exists" in result.stderr
+    assert keep.read_text() == "precious"
