@@ -304,9 +304,10 @@ def search_(
         ),
     ],
     limit: Annotated[
-        int, typer.Option(
+        int,
+        typer.Option(
             "-n", "--limit", min=1, max=10**9, help="Show at most N sessions (default 20)."
-        )
+        ),
     ] = 20,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the matches as a JSON array.")
@@ -384,6 +385,9 @@ def export(
             "--output", "-o", metavar="PATH", help="Write to this file instead of stdout."
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --output file if it exists.")
+    ] = False,
 ) -> None:
     """Write a session out as Markdown or as JSON."""
     from .transfer import export_session
@@ -402,7 +406,10 @@ def export(
         return
     from .store import atomic_write
 
-    atomic_write(output.expanduser(), data)
+    output = output.expanduser()
+    if output.exists() and not force:
+        raise ChatcliError("file exists (add --force to replace it)", path=output)
+    atomic_write(output, data)
     typer.echo(f"exported session {sid} to {output}", err=True)
 
 

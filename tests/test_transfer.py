@@ -338,3 +338,18 @@ def test_restore_completes_the_trashed_ids(example_root: Path, chatcli) -> None:
     _invoke(example_root, "rm", "-y", PLAIN)
     out = _complete(chatcli, example_root, "chatcli rm --restore ")
     assert PLAIN in out and TOOLS not in out
+
+
+def test_export_to_an_existing_file_needs_force(example_root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from chatcli.cli import app
+
+    out = tmp_path / "t.md"
+    out.write_text("precious")
+    args = ["--storage", str(example_root), "export", "0b7c", "-o", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "file exists" in result.stderr
+    assert out.read_text() == "precious"
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+    assert out.read_text().startswith("# What is the capital")
