@@ -2,8 +2,10 @@
 
 Memory files and databases are the user's data: the doctor reads them and never writes, moves
 or deletes one. What ``fix`` may touch is what chatcli can rebuild or never needed: the listing
-index, metadata files without a session or that cannot be parsed, and temp files left behind
-by saves that were killed.
+and search indexes, metadata files without a session or that cannot be parsed, and temp files
+left behind by saves that were killed. A session may be created, trashed or restored while the
+doctor runs, so each file is removed under its session's lock, and only if it is still what was
+found. A fix that fails (a read-only folder) is reported as a finding, never raised.
 """
 
 from __future__ import annotations
@@ -14,22 +16,21 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
-from .errors import StorageError
-from .store import INDEX_FILE, MEMORY_DIR, Store, parse_messages
+from . import search
+from .errors import ChatcliError, StorageError
+from .sqltools import _HEADER as _SQLITE_MAGIC
+from .store import _UUID_RE, INDEX_FILE, MEMORY_DIR, Store, _scandir, parse_messages
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 STALE_TEMP_SECONDS = 60.0  # younger temp files may belong to a save in progress
 
-_SESSION_FILE_RE = re.compile(
-    r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"\.(json|db)"
-)
 # atomic_write's ".<name>.<pid>.tmp" and copy_database's ".<name>.<random>.tmp" (+ journal)
 _TEMP_FILE_RE = re.compile(r"\..+\.tmp(-journal|-wal|-shm)?")
-_SQLITE_MAGIC = b"SQLite format 3\0"
 
 # What the user can do about each kind of finding.
 ADVICE = {
@@ -37,9 +38,10 @@ ADVICE = {
     "refuses it. Repair the JSON by hand or restore it from a backup.",
     "unreadable file": "give your user read permission on it (chatcli never changes it).",
     "damaged database": "the database copy is not SQLite: attach the original again with "
-    "'chatcli attach-db ID PATH', or delete the copy.",
-    "database without a session": "a database copy whose session is gone; delete it if you "
-    "do not need it (the doctor never deletes databases).",
+    "'chatcli attach-db ID PATH', which replaces the copy.",
+    "database without a session": "a database copy whose session file is missing (and not in "
+    "the trash). The doctor never touches databases; if the session file was lost, restore it "
+    "from a backup.",
     "leftover temp file": "left by a save that was killed; the session file is intact. "
     "'chatcli doctor --fix' removes it.",
     "metadata without a session": "'chatcli doctor --fix' removes it.",
@@ -48,6 +50,9 @@ ADVICE = {
     "damaged index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and "
     "meta/).",
     "stale index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and meta/).",
+    "damaged search index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/).",
+    "could not fix": "the storage folder could not be changed (read-only, full, or not yours); "
+    "make it writable and run 'chatcli doctor --fix' again.",
     "storage open to others": "run 'chmod 700' on the storage folder: sessions are private.",
 }
 
@@ -89,9 +94,15 @@ class Report:
     def mark_fixed(self, finding: Finding) -> None:
         self.findings[self.findings.index(finding)] = replace(finding, fixed=True)
 
+    def mark_left_alone(self, finding: Finding) -> None:
+        """The file changed while being checked (a session appeared, say): not a problem now."""
+        self.findings[self.findings.index(finding)] = replace(
+            finding, level=INFO, detail="changed meanwhile; left as it is"
+        )
+
 
 def check(store: Store, *, fix: bool = False, now: float | None = None) -> Report:
-    """Check every file under the storage root; with ``fix``, repair index, metadata and temp
+    """Check every file under the storage root; with ``fix``, repair indexes, metadata and temp
     files (never a memory file or a database). Raises StorageError if the root is unreadable."""
     now = time.time() if now is None else now
     report = Report(store.root)
@@ -106,11 +117,69 @@ def check(store: Store, *, fix: bool = False, now: float | None = None) -> Repor
     if mode & 0o077:
         report.add(WARNING, "storage open to others", store.root, f"mode {mode & 0o777:o}")
     sessions = _check_memory(store, report, fix=fix, now=now)
-    _check_databases(store, report, sessions, fix=fix, now=now)
-    _check_metadata(store, report, sessions, fix=fix, now=now)
+    trashed = _trashed(store, report)
+    _check_databases(store, report, sessions, trashed, fix=fix, now=now)
+    _check_metadata(store, report, sessions, trashed, fix=fix, now=now)
     _check_index(store, report, sessions, fix=fix)
+    _check_search_index(store, report, fix=fix)
     report.sessions = len(sessions)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixing
+
+
+class _Changed(Exception):
+    """The file changed while being checked: the fix no longer applies."""
+
+
+def _repair(
+    report: Report, finding: Finding | None, path: Path, action: Callable[[], object]
+) -> None:
+    """Run ``action`` and mark ``finding`` fixed; a failure is reported as a "could not fix"
+    finding instead of raised."""
+    try:
+        action()
+    except _Changed:
+        if finding is not None:
+            report.mark_left_alone(finding)
+        return
+    except (OSError, sqlite3.Error, ChatcliError) as e:
+        reason = e.message if isinstance(e, ChatcliError) else None
+        report.add(WARNING, "could not fix", path, reason or getattr(e, "strerror", None) or str(e))
+        return
+    if finding is not None:
+        report.mark_fixed(finding)
+
+
+def _unlink_if(store: Store, sid: str | None, path: Path, still_bad: Callable[[], bool]) -> None:
+    """Delete ``path`` under the session's lock (saves, trash and restore hold it), if
+    ``still_bad()``, asked again under the lock, says it should still go."""
+    with store.lock(sid) if sid else contextlib.nullcontext():
+        try:
+            if not still_bad():
+                raise _Changed
+            path.unlink()
+        except FileNotFoundError as e:  # gone meanwhile
+            raise _Changed from e
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; raises OSError when that cannot be known (no permission)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _removable_meta(store: Store, sid: str, path: Path) -> bool:
+    """Is this metadata file (still) one ``fix`` removes: its session gone everywhere, or the
+    file unparsable?"""
+    if _exists(store.memory_path(sid)):
+        return _meta_problem(path) is not None
+    return not _exists(store.trash_dir / sid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,35 +188,56 @@ def check(store: Store, *, fix: bool = False, now: float | None = None) -> Repor
 
 def _entries(report: Report, folder: Path) -> list[os.DirEntry[str]]:
     try:
-        return sorted(os.scandir(folder), key=lambda e: e.name)
-    except FileNotFoundError:
+        return sorted(_scandir(folder), key=lambda e: e.name)
+    except StorageError as e:
+        report.add(ERROR, "unreadable file", folder, e.message)
         return []
-    except OSError as e:
-        report.add(ERROR, "unreadable file", folder, e.strerror or str(e))
-        return []
+
+
+def _trashed(store: Store, report: Report) -> set[str]:
+    """Ids with a folder in trash/: sessions still, being trashed, restored or kept there."""
+    try:
+        return set(store.trashed_ids())
+    except StorageError as e:
+        report.add(ERROR, "unreadable file", store.trash_dir, e.message)
+        return set()
 
 
 def _session_id(name: str, suffix: str) -> str | None:
-    match = _SESSION_FILE_RE.fullmatch(name)
-    return match.group(1) if match and match.group(2) == suffix else None
+    sid, dot, ext = name.rpartition(".")
+    return sid if dot and ext == suffix and _UUID_RE.fullmatch(sid) else None
 
 
-def _temp_file(report: Report, entry: os.DirEntry[str], *, fix: bool, now: float) -> bool:
+def _age(entry: os.DirEntry[str], now: float) -> float:
+    """Seconds since ``entry`` was last written (infinite if it cannot be told)."""
+    try:
+        return now - entry.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
+def _temp_file(
+    store: Store, report: Report, entry: os.DirEntry[str], *, fix: bool, now: float
+) -> bool:
     """Handle ``entry`` if it is a temp file of an unfinished save; True if it was one."""
     if not _TEMP_FILE_RE.fullmatch(entry.name):
         return False
     path = Path(entry.path)
-    with contextlib.suppress(OSError):
-        age = now - entry.stat().st_mtime
-        if age < STALE_TEMP_SECONDS:
-            report.add(INFO, "temp file of a save in progress", path, f"{age:.0f} s old")
-            return True
+    age = _age(entry, now)
+    if age < STALE_TEMP_SECONDS:
+        report.add(INFO, "temp file of a save in progress", path, f"{age:.0f} s old")
+        return True
     finding = report.add(WARNING, "leftover temp file", path)
     if fix:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        report.mark_fixed(finding)
+        owner = entry.name[1:].split(".", 1)[0]  # ".<uuid>.json.<pid>.tmp": that session's
+        sid = owner if _UUID_RE.fullmatch(owner) else None
+        recheck = partial(_stale, path, now)
+        _repair(report, finding, path, partial(_unlink_if, store, sid, path, recheck))
     return True
+
+
+def _stale(path: Path, now: float) -> bool:
+    return now - path.stat().st_mtime >= STALE_TEMP_SECONDS
 
 
 def _check_memory(
@@ -157,7 +247,7 @@ def _check_memory(
     sessions: dict[str, tuple[int, int, int | None]] = {}
     for entry in _entries(report, store.memory_dir):
         path = Path(entry.path)
-        if _temp_file(report, entry, fix=fix, now=now):
+        if _temp_file(store, report, entry, fix=fix, now=now):
             continue
         sid = _session_id(entry.name, "json")
         if sid is None:
@@ -182,11 +272,11 @@ def _check_memory(
 
 
 def _check_databases(
-    store: Store, report: Report, sessions: dict, *, fix: bool, now: float
+    store: Store, report: Report, sessions: dict, trashed: set[str], *, fix: bool, now: float
 ) -> None:
     for entry in _entries(report, store.db_dir):
         path = Path(entry.path)
-        if _temp_file(report, entry, fix=fix, now=now):
+        if _temp_file(store, report, entry, fix=fix, now=now):
             continue
         sid = _session_id(entry.name, "db")
         if sid is None:
@@ -200,88 +290,115 @@ def _check_databases(
             continue
         if not head:
             report.add(INFO, "zero-byte database file", path, "no database attached")
+        elif sid not in sessions and sid in trashed:
+            report.add(INFO, "database of a trashed session", path, "restored with it")
         elif sid not in sessions:
             report.add(WARNING, "database without a session", path)
         elif head != _SQLITE_MAGIC:
             report.add(ERROR, "damaged database", path, "not an SQLite database")
 
 
-def _check_metadata(store: Store, report: Report, sessions: dict, *, fix: bool, now: float) -> None:
+def _check_metadata(
+    store: Store, report: Report, sessions: dict, trashed: set[str], *, fix: bool, now: float
+) -> None:
     for entry in _entries(report, store.meta_dir):
         path = Path(entry.path)
-        if _temp_file(report, entry, fix=fix, now=now):
+        if _temp_file(store, report, entry, fix=fix, now=now):
             continue
         sid = _session_id(entry.name, "json")
         if sid is None:
             report.add(INFO, "not a metadata file (ignored)", path)
             continue
-        if sid not in sessions:
-            finding = report.add(WARNING, "metadata without a session", path)
-        else:
+        if sid in sessions:
             try:
-                meta = json.loads(path.read_bytes())
+                problem = _meta_problem(path)
             except OSError as e:
                 report.add(ERROR, "unreadable file", path, e.strerror or str(e))
                 continue
-            except (ValueError, RecursionError) as e:
-                meta, detail = None, f"not valid JSON: {e}"
-            else:
-                detail = "not a JSON object"
-            if isinstance(meta, dict):
+            if problem is None:
                 continue
-            finding = report.add(WARNING, "damaged metadata", path, detail)
+            finding = report.add(WARNING, "damaged metadata", path, problem)
+        elif sid in trashed:
+            report.add(INFO, "metadata of a trashed session", path, "restored with it")
+            continue
+        elif (age := _age(entry, now)) < STALE_TEMP_SECONDS:
+            # Store.create writes the metadata just before the memory file.
+            report.add(INFO, "metadata of a session being created", path, f"{age:.0f} s old")
+            continue
+        else:
+            finding = report.add(WARNING, "metadata without a session", path)
         if fix:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            report.mark_fixed(finding)
+            recheck = partial(_removable_meta, store, sid, path)
+            _repair(report, finding, path, partial(_unlink_if, store, sid, path, recheck))
+
+
+def _meta_problem(path: Path) -> str | None:
+    """Why a metadata file cannot be used, or None; raises OSError if it cannot be read."""
+    try:
+        meta = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        return f"not valid JSON: {e}"
+    return None if isinstance(meta, dict) else "not a JSON object"
 
 
 # ---------------------------------------------------------------------------------------------
-# The listing index
+# The indexes
 
 
 def _check_index(store: Store, report: Report, sessions: dict, *, fix: bool) -> None:
     path = store.root / INDEX_FILE
     finding = None
-    if not path.exists():
+    if not os.path.lexists(path):
         if not fix:
             report.add(INFO, "no listing index yet", path, "the next 'chatcli list' builds it")
-    elif (damage := _index_damage(path)) is not None:
+    elif damage := _sqlite_damage(path, "SELECT id, messages, mem_mtime, mem_size FROM sessions"):
         finding = report.add(WARNING, "damaged index", path, damage)
     else:
         # What `chatcli list` would show (the index refreshes itself when folders change),
         # against what the files say. A difference means the listing cannot see a change.
         stale = _index_disagreements(store, sessions)
-        if stale:
-            finding = report.add(
-                WARNING,
-                "stale index",
-                path,
-                f"{len(stale)} rows disagree with the files, e.g. {stale[0]}",
-            )
+        if not stale:
+            return
+        finding = report.add(
+            WARNING,
+            "stale index",
+            path,
+            f"{len(stale)} rows disagree with the files, e.g. {stale[0]}",
+        )
     if not fix:
         return
-    for leftover in (path, *(Path(f"{path}{s}") for s in ("-journal", "-wal", "-shm"))):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
-    if (store.root / MEMORY_DIR).is_dir():
-        store.list_sessions()  # builds it afresh
-        from . import search
 
-        search.rebuild(store)  # search.sqlite is a cache of memory/ too
-    if finding is not None:
-        report.mark_fixed(finding)
+    def rebuild() -> None:
+        for leftover in (path, *(Path(f"{path}{s}") for s in ("-journal", "-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        if (store.root / MEMORY_DIR).is_dir():
+            store.list_sessions()  # builds it afresh
+
+    _repair(report, finding, path, rebuild)
 
 
-def _index_damage(path: Path) -> str | None:
-    """Why index.sqlite cannot serve as the index, or None. Opened read-only: never changed."""
+def _check_search_index(store: Store, report: Report, *, fix: bool) -> None:
+    path = store.root / search.SEARCH_FILE
+    if not os.path.lexists(path):  # the first search builds it
+        return
+    damage = _sqlite_damage(path, "SELECT id, mtime, size, count FROM files")
+    if damage is None:
+        return
+    finding = report.add(WARNING, "damaged search index", path, damage)
+    if fix:
+        _repair(report, finding, path, partial(search.rebuild, store))
+
+
+def _sqlite_damage(path: Path, probe: str) -> str | None:
+    """Why an index file cannot serve, or None. Opened read-only: its content never changes."""
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
                 return f"quick_check: {result}"
-            conn.execute("SELECT id, messages, mem_mtime, mem_size FROM sessions LIMIT 1")
+            conn.execute(f"{probe} LIMIT 1").fetchall()
         finally:
             conn.close()
     except sqlite3.Error as e:

@@ -2,12 +2,15 @@
 
 The index holds an FTS5 table of message texts plus, per session, the size and mtime its memory
 file had when it was indexed. ``Store.append`` calls :func:`index_appended` so that chatcli's own
-saves are searchable at once; :func:`search` first catches up with files that anything else
-wrote (their stat differs from the recorded one); :func:`rebuild` starts over (``doctor --fix``).
+saves are searchable at once; :func:`search` first stats every memory file and re-reads those
+whose stat moved (written by anything else, renamed in or rewritten in place); :func:`rebuild`
+starts over (``doctor --fix``).
 
-Rowids grow as messages are indexed (a cold build goes through sessions oldest first), so walking
-matches by descending rowid yields the newest matching messages first without sorting every match:
-a word found in all 200,000 messages costs about what a rare one does.
+A message's rowid is its session's number times 2**32 plus its position in the session, so each
+session is one rowid range, and "does this session match, and where last" is one seek in the
+full-text index. Hits come most recently updated session first, as ``list`` orders them: sessions
+are probed in that order while the matching ones are also walked by rowid, and whichever finishes
+first gives the answer, so a word found in all 200,000 messages costs about what a rare one does.
 
 Only the standard library and chatcli.store: no LangChain, so searching starts as fast as ``list``.
 """
@@ -15,26 +18,27 @@ Only the standard library and chatcli.store: no LangChain, so searching starts a
 from __future__ import annotations
 
 import contextlib
+import json
+import marshal
 import os
 import re
 import sqlite3
-import time
+import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import ChatcliError, StorageError
-from .store import Store, message_text
+from .store import _MEMORY_NAME_RE, Store, _scan_stats, message_text
 
 SEARCH_FILE = "search.sqlite"
 HIT_START, HIT_END = "\x02", "\x03"  # around matched words in Hit.snippet; removed from bodies
 SNIPPET_TOKENS = 16
-_VERSION = 2
+_VERSION = 4
 _SAVE_TIMEOUT = 0.1  # a save never waits longer than this for the index; search catches up later
 _NOTIFY_AT = 200  # tell the user when a catch-up has this many sessions to (re)index
-_SETTLED_NS = 2_000_000_000  # folder mtimes younger than this are not trusted (coarse clocks)
+_POS_BITS = 32  # rowid = session number << _POS_BITS | position of the message in the session
+_TOP = (1 << 63) - 1  # above every rowid
 
-_MEMORY_NAME_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json")
 _STRIP_MARKERS = str.maketrans({HIT_START: " ", HIT_END: " "})
 _WORD_RE = re.compile(r"\w", re.UNICODE)
 
@@ -82,7 +86,8 @@ class Hit(NamedTuple):
 def search(
     store: Store, text: str, *, limit: int = 20, notify: Callable[[int], None] | None = None
 ) -> list[Hit]:
-    """Sessions whose messages contain every word of ``text``, newest matching message first.
+    """Sessions whose messages contain every word of ``text``, most recently updated first, each
+    shown with its newest matching message.
 
     ``notify(n)`` is called before a long catch-up (n sessions to index, e.g. the first search).
     """
@@ -97,24 +102,21 @@ def search(
             conn.close()
             conn = _in_memory()
             _catch_up(conn, store, notify)
-        hits = _query(conn, store, expression, limit)
-        if hits and _recheck(conn, store, [h.id for h in hits]):
-            hits = _query(conn, store, expression, limit)
-        return hits
+        return _query(conn, store, expression, limit)
     finally:
         conn.close()
 
 
 def rebuild(store: Store) -> tuple[int, int]:
-    """Delete search.sqlite and index every session again; returns (sessions, messages)."""
+    """Delete search.sqlite and index every session again; returns (sessions, messages).
+
+    Raises StorageError if the old index cannot be removed."""
     _remove(store)
     conn = _connect(store)
     try:
         _catch_up(conn, store, None)
-        return (
-            conn.execute("SELECT count(*) FROM files").fetchone()[0],
-            conn.execute("SELECT count(*) FROM msg").fetchone()[0],
-        )
+        sessions, messages = conn.execute("SELECT count(*), sum(count) FROM files").fetchone()
+        return sessions, messages or 0
     finally:
         conn.close()
 
@@ -198,6 +200,7 @@ def _connect(store: Store) -> sqlite3.Connection:
     if not store.memory_dir.is_dir():
         return _in_memory()
     for attempt in range(2):
+        conn = None
         try:
             if not path.exists():  # sqlite3 would create it with the umask's mode
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -212,10 +215,13 @@ def _connect(store: Store) -> sqlite3.Connection:
             return conn
         except (sqlite3.DatabaseError, OSError):
             # Damaged or unwritable: it is only a cache, so start it again, or work in memory.
-            with contextlib.suppress(UnboundLocalError, sqlite3.Error):
+            if conn is not None:
                 conn.close()
             if attempt == 0:
-                _remove(store)
+                try:
+                    _remove(store)
+                except StorageError:  # read-only storage: `list` works there, and so do we
+                    break
     return _in_memory()
 
 
@@ -227,16 +233,15 @@ def _in_memory() -> sqlite3.Connection:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(f"""
-        DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS msg; DROP TABLE IF EXISTS fts;
-        DROP TABLE IF EXISTS state;
+        DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS fts; DROP TABLE IF EXISTS state;
+        DROP TABLE IF EXISTS msg;  -- version 2's
         CREATE TABLE files (num INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
             mtime INTEGER, size INTEGER, count INTEGER);
-        CREATE TABLE msg (rowid INTEGER PRIMARY KEY, num INTEGER NOT NULL, pos INTEGER NOT NULL,
-            role TEXT);
-        CREATE INDEX msg_num ON msg (num);
-        -- remove_diacritics: "cafe" finds "café"
-        CREATE VIRTUAL TABLE fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
         CREATE TABLE state (key TEXT PRIMARY KEY, value);
+        CREATE INDEX files_mtime ON files (mtime DESC, id);
+        -- remove_diacritics: "cafe" finds "café"
+        CREATE VIRTUAL TABLE fts USING fts5(body, role UNINDEXED,
+            tokenize = 'unicode61 remove_diacritics 2');
         PRAGMA user_version = {_VERSION};
     """)
 
@@ -260,77 +265,41 @@ def _remove(store: Store) -> None:
 def _catch_up(conn: sqlite3.Connection, store: Store, notify: Callable[[int], None] | None) -> None:
     """Re-index the sessions whose memory file changed since it was indexed; drop vanished ones.
 
-    As the listing index does: while memory/'s mtime is the one seen at the last scan, nothing
-    was added, removed or replaced there, and the scan is skipped. Otherwise one stat per file;
-    only files whose size or mtime moved are read. (Files rewritten in place by other tools
-    leave the folder's mtime alone: :func:`search` re-checks the sessions it is about to show.)
+    One stat per memory file, every time (about 20 ms for 10,000): a file rewritten in place, as
+    LangChain's FileChatMessageHistory does, leaves its folder's mtime alone, so no shortcut by
+    folder could see it. Only files whose size or mtime moved are read.
     """
-    folder = _mtime_ns(store.memory_dir)
-    row = conn.execute("SELECT value FROM state WHERE key = 'folder'").fetchone()
-    if folder is not None and row is not None and row[0] == folder:
+    # (the full name check comes below, only for the files that changed)
+    listing = [
+        (sid, st.st_mtime_ns, st.st_size) for sid, st in _scan_stats(store.memory_dir, ".json")
+    ]
+    # The usual case, nothing changed, costs one checksum instead of comparing 10,000 rows: the
+    # checksum of the listing the index was last brought in line with is kept with it. (A
+    # collision, 1 in 4 billion, would hide the changes until the next change.)
+    digest = zlib.crc32(marshal.dumps(listing, 2))
+    row = conn.execute("SELECT value FROM state WHERE key = 'listing'").fetchone()
+    if row is not None and row[0] == digest:
         return
-    known = {
-        r[0]: (r[1], r[2], r[3]) for r in conn.execute("SELECT id, num, mtime, size FROM files")
-    }
-    changed: list[tuple[int, str, int, int]] = []
-    seen: set[str] = set()
-    for entry in _entries(store):
-        if not _MEMORY_NAME_RE.fullmatch(entry.name):
-            continue
-        sid = entry.name[:-5]
-        try:
-            st = entry.stat()
-        except OSError:
-            continue
-        seen.add(sid)
-        old = known.get(sid)
-        if old is None or old[1:] != (st.st_mtime_ns, st.st_size):
-            changed.append((st.st_mtime_ns, sid, st.st_size, old[0] if old else 0))
-    gone = [num for sid, (num, _, _) in known.items() if sid not in seen]
+    current = set(listing)
+    indexed = set(conn.execute("SELECT id, mtime, size FROM files"))
+    changed = {c for c in current - indexed if _MEMORY_NAME_RE.fullmatch(c[0] + ".json")}
+    gone = {sid for sid, _, _ in indexed - current} - {sid for sid, _, _ in changed}
+    if not changed and not gone:  # saves indexed themselves: only the digest is behind
+        with contextlib.suppress(sqlite3.Error):  # busy or read-only: compare again next time
+            conn.execute("INSERT OR REPLACE INTO state VALUES ('listing', ?)", (digest,))
+        return
     if notify and len(changed) >= _NOTIFY_AT:
         notify(len(changed))
-    # A folder touched within the timestamp granularity may change again without its mtime
-    # moving: trust only an older one.
-    settled = folder is not None and time.time_ns() - folder > _SETTLED_NS
-    _reindex(conn, store, changed, gone, folder=folder if settled else None)
-
-
-def _recheck(conn: sqlite3.Connection, store: Store, ids: list[str]) -> bool:
-    """Re-index those of ``ids`` whose file changed (in place) since; returns whether any did."""
-    marks = ", ".join("?" * len(ids))
-    changed, gone = [], []
-    for sid, num, mtime, size in conn.execute(
-        f"SELECT id, num, mtime, size FROM files WHERE id IN ({marks})", ids
-    ):
-        try:
-            st = store.memory_path(sid).stat()
-        except OSError:
-            gone.append(num)
-            continue
-        if (st.st_mtime_ns, st.st_size) != (mtime, size):
-            changed.append((st.st_mtime_ns, sid, st.st_size, num))
-    if changed or gone:
-        _reindex(conn, store, changed, gone)
-    return bool(changed or gone)
-
-
-def _reindex(
-    conn: sqlite3.Connection,
-    store: Store,
-    changed: list[tuple[int, str, int, int]],
-    gone: list[int],
-    *,
-    folder: int | None = None,
-) -> None:
-    """Drop the sessions numbered ``gone``; index each changed (mtime, id, size, num or 0)."""
-    changed.sort()  # oldest first, so that newer sessions get the higher rowids
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for num in gone:
-            _delete_rows(conn, num)
-            conn.execute("DELETE FROM files WHERE num = ?", (num,))
-        for mtime, sid, size, num in changed:
-            if num:
+        for sid in gone:
+            for (num,) in conn.execute("SELECT num FROM files WHERE id = ?", (sid,)).fetchall():
+                _delete_rows(conn, num)
+                conn.execute("DELETE FROM files WHERE num = ?", (num,))
+        for sid, mtime, size in changed:
+            row = conn.execute("SELECT num FROM files WHERE id = ?", (sid,)).fetchone()
+            if row:
+                num = row[0]
                 _delete_rows(conn, num)
             else:
                 num = conn.execute("INSERT INTO files (id) VALUES (?)", (sid,)).lastrowid
@@ -342,27 +311,11 @@ def _reindex(
                 "UPDATE files SET mtime = ?, size = ?, count = ? WHERE num = ?",
                 (mtime, size, len(messages), num),
             )
-        conn.execute("INSERT OR REPLACE INTO state VALUES ('folder', ?)", (folder,))
+        conn.execute("INSERT OR REPLACE INTO state VALUES ('listing', ?)", (digest,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-
-
-def _entries(store: Store) -> list[os.DirEntry[str]]:
-    try:
-        return list(os.scandir(store.memory_dir))
-    except FileNotFoundError:
-        return []
-    except OSError as e:
-        raise StorageError(f"cannot read sessions: {e.strerror}", path=store.memory_dir) from e
-
-
-def _mtime_ns(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
 
 
 def _read_messages(store: Store, sid: str) -> list[dict[str, Any]]:
@@ -374,58 +327,97 @@ def _read_messages(store: Store, sid: str) -> list[dict[str, Any]]:
         return []
 
 
+def _span(num: int) -> tuple[int, int]:
+    """The rowids of session ``num``'s messages: lo <= rowid < hi."""
+    return num << _POS_BITS, (num + 1) << _POS_BITS
+
+
 def _delete_rows(conn: sqlite3.Connection, num: int) -> None:
-    conn.execute("DELETE FROM fts WHERE rowid IN (SELECT rowid FROM msg WHERE num = ?)", (num,))
-    conn.execute("DELETE FROM msg WHERE num = ?", (num,))
+    conn.execute("DELETE FROM fts WHERE rowid >= ? AND rowid < ?", _span(num))
 
 
 def _insert(conn: sqlite3.Connection, num: int, start: int, messages: list[dict[str, Any]]) -> None:
-    first = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM msg").fetchone()[0]
-    rows = [
-        (
-            first + i,
-            start + i,
-            str(m.get("type", "")).removesuffix("MessageChunk").lower(),
-            searchable_text(m),
-        )
-        for i, m in enumerate(messages)
-    ]
+    first = _span(num)[0] + start
     conn.executemany(
-        "INSERT INTO msg (rowid, num, pos, role) VALUES (?, ?, ?, ?)",
-        [(r, num, pos, role) for r, pos, role, _ in rows],
+        "INSERT INTO fts (rowid, body, role) VALUES (?, ?, ?)",
+        [
+            (
+                first + i,
+                searchable_text(m),
+                str(m.get("type", "")).removesuffix("MessageChunk").lower(),
+            )
+            for i, m in enumerate(messages)
+        ],
     )
-    conn.executemany(
-        "INSERT INTO fts (rowid, body) VALUES (?, ?)", [(r, body) for r, _, _, body in rows]
+
+
+def _ranked(conn: sqlite3.Connection, expression: str, limit: int) -> list[tuple[str, int]]:
+    """(id, rowid of its newest matching message) of the ``limit`` most recently updated
+    sessions that match.
+
+    Sessions are taken newest first and each is probed (one seek); alongside, a walk down the
+    rowids finds the matching sessions one seek each, and sessions it has passed need no probe.
+    For a common word the probes find ``limit`` hits at once; for a rare one the walk soon runs
+    out, and then ``found`` holds every matching session.
+    """
+
+    def newest(lo: int, hi: int) -> int | None:
+        row = conn.execute(
+            "SELECT rowid FROM fts WHERE fts MATCH ? AND rowid >= ? AND rowid < ?"
+            " ORDER BY rowid DESC LIMIT 1",
+            (expression, lo, hi),
+        ).fetchone()
+        return row[0] if row else None
+
+    found: dict[int, int] = {}  # session number -> its newest matching rowid
+    walked = _TOP  # every matching session with rowids at or above this one is in found
+    hits: list[tuple[str, int]] = []
+    for num, sid in conn.execute("SELECT num, id FROM files ORDER BY mtime DESC, id"):
+        if len(hits) >= limit:
+            return hits
+        if not walked:
+            break
+        lo, hi = _span(num)
+        if num not in found and lo < walked:  # not known yet whether it matches
+            if (rowid := newest(lo, hi)) is not None:
+                found[num] = rowid
+            rowid = newest(0, walked)  # one step of the walk
+            if rowid is None:
+                walked = 0
+            else:
+                found.setdefault(rowid >> _POS_BITS, rowid)
+                walked = _span(rowid >> _POS_BITS)[0]
+        if num in found:
+            hits.append((sid, found[num]))
+    else:
+        return hits
+    # The walk ran out first: found holds every matching session, however old.
+    rows = conn.execute(
+        "SELECT num, id FROM files WHERE num IN (SELECT value FROM json_each(?))"
+        " ORDER BY mtime DESC, id LIMIT ?",
+        (json.dumps(list(found)), limit),
     )
+    return [(sid, found[num]) for num, sid in rows]
 
 
 def _query(conn: sqlite3.Connection, store: Store, expression: str, limit: int) -> list[Hit]:
-    best: dict[str, tuple[int, int, str]] = {}  # session -> newest matching (rowid, pos, role)
     try:
-        cursor = conn.execute(
-            "SELECT fts.rowid, files.id, msg.pos, msg.role FROM fts"
-            " JOIN msg ON msg.rowid = fts.rowid JOIN files ON files.num = msg.num"
-            " WHERE fts MATCH ? ORDER BY fts.rowid DESC",
-            (expression,),
-        )
-        for rowid, sid, pos, role in cursor:
-            if sid not in best:
-                best[sid] = (rowid, pos, role)
-                if len(best) >= limit:
-                    break
-        cursor.close()
+        ranked = _ranked(conn, expression, limit)
     except sqlite3.OperationalError as e:
         raise ChatcliError(f"cannot search for {expression!r}: {e}") from e
     # Titles and dates come from the listing index, the one place that decides them; a session
     # moved to the trash since the catch-up is simply not there any more.
-    sessions = store.infos(list(best))
+    sessions = store.infos([sid for sid, _ in ranked])
     hits = []
-    for sid, (rowid, pos, role) in best.items():
+    for sid, rowid in ranked:
         if (info := sessions.get(sid)) is None:
             continue
-        snippet = conn.execute(
-            "SELECT snippet(fts, 0, ?, ?, '…', ?) FROM fts WHERE fts MATCH ? AND rowid = ?",
+        role, snippet = conn.execute(
+            "SELECT role, snippet(fts, 0, ?, ?, '…', ?) FROM fts WHERE fts MATCH ? AND rowid = ?",
             (HIT_START, HIT_END, SNIPPET_TOKENS, expression, rowid),
-        ).fetchone()[0]
-        hits.append(Hit(info.id, info.title, info.updated_ns, role, pos, " ".join(snippet.split())))
+        ).fetchone()
+        position = rowid - _span(rowid >> _POS_BITS)[0]
+        hits.append(
+            Hit(info.id, info.title, info.updated_ns, role, position, " ".join(snippet.split()))
+        )
     return hits

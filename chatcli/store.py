@@ -701,12 +701,13 @@ class _Index:
     def _refresh(self, conn: sqlite3.Connection) -> None:
         store = self.store
         # Our saves and attaches all rename files into these folders, which changes their mtimes;
-        # so unchanged mtimes mean nothing was added, removed or replaced since the last scan.
-        dir_state = json.dumps(
-            [_mtime_ns(d) for d in (store.memory_dir, store.meta_dir, store.db_dir)]
-        )
+        # so settled, unchanged mtimes mean nothing was added, removed or replaced since the last
+        # scan. (rows() stats the rows on screen again: that catches rewrites in place.)
         row = conn.execute("SELECT value FROM state WHERE key = 'dirs'").fetchone()
-        if row and row[0] == dir_state:
+        unchanged, dir_state = _folders_unchanged(
+            row[0] if row else None, (store.memory_dir, store.meta_dir, store.db_dir)
+        )
+        if unchanged:
             return
         known = {
             r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, mem_mtime, mem_size FROM sessions")
@@ -715,15 +716,10 @@ class _Index:
         known_meta = dict(conn.execute("SELECT id, meta_mtime FROM sessions"))
         fresh: list[tuple[Any, ...]] = []
         seen: set[str] = set()
-        for entry in _scandir(store.memory_dir):
-            if not _MEMORY_NAME_RE.fullmatch(entry.name):
+        for sid, st in _scan_stats(store.memory_dir, ".json"):
+            if not _UUID_RE.fullmatch(sid):
                 continue
-            sid = entry.name[:-5]
             seen.add(sid)
-            try:
-                st = entry.stat()
-            except OSError:
-                continue
             if known.get(sid) == (st.st_mtime_ns, st.st_size) and known_meta.get(
                 sid
             ) == meta_mtimes.get(sid):
@@ -766,11 +762,15 @@ class _Index:
     def _restat(self, rows: list[SessionInfo]) -> None:
         # Another tool may rewrite a file in place, which leaves the folder's mtime alone;
         # a stat of each row on screen catches that (too slow for 10,000 rows of --json).
+        moved = False
         for i, info in enumerate(rows):
             with contextlib.suppress(OSError):
                 st = os.stat(os.path.join(self.store.memory_dir, info.id + ".json"))
                 if st.st_mtime_ns != info.updated_ns:
                     rows[i] = _build_info(self.store, info.id, st)
+                    moved = True
+        if moved:  # a rewritten session is newer now; same order as the index's ORDER BY
+            rows.sort(key=lambda info: (-info.updated_ns, info.id))
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
@@ -826,7 +826,8 @@ def _refresh_db_flags(conn: sqlite3.Connection, store: Store) -> None:
     conn.executemany("UPDATE sessions SET has_db = 1 WHERE id = ?", attached)
 
 
-def _scandir(path: Path) -> list[os.DirEntry[str]]:
+def _scandir(path: Path | int) -> list[os.DirEntry[str]]:
+    """The entries of a folder (given as a path or an open descriptor); none if it is missing."""
     try:
         return list(os.scandir(path))
     except FileNotFoundError:
@@ -835,13 +836,34 @@ def _scandir(path: Path) -> list[os.DirEntry[str]]:
         raise StorageError(f"cannot read folder: {e.strerror}", path=path) from e
 
 
+def _scan_stats(path: Path, suffix: str) -> list[tuple[str, os.stat_result]]:
+    """(name less ``suffix``, stat) of each file in ``path`` named ``*suffix``; files removed
+    meanwhile are left out. Each stat is relative to the open folder, which skips the walk down
+    the full path: a quarter faster over 10,000 files."""
+    by_fd = os.scandir in os.supports_fd  # not on Windows
+    try:
+        fd = os.open(path, os.O_RDONLY) if by_fd else None
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise StorageError(f"cannot read folder: {e.strerror}", path=path) from e
+    try:
+        result = []
+        cut = -len(suffix)
+        for entry in _scandir(path if fd is None else fd):
+            if (name := entry.name).endswith(suffix):
+                try:
+                    result.append((name[:cut], entry.stat()))
+                except OSError:
+                    continue
+        return result
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _scan_mtimes(path: Path, suffix: str) -> dict[str, int]:
-    result = {}
-    for e in _scandir(path):
-        if e.name.endswith(suffix):
-            with contextlib.suppress(OSError):
-                result[e.name[: -len(suffix)]] = e.stat().st_mtime_ns
-    return result
+    return {name: st.st_mtime_ns for name, st in _scan_stats(path, suffix)}
 
 
 def _size(entry: os.DirEntry[str]) -> int:
@@ -863,3 +885,23 @@ def _mtime_ns(path: Path) -> int | None:
         return path.stat().st_mtime_ns
     except OSError:
         return None
+
+
+_SETTLED_NS = 2_000_000_000  # folder mtimes at least this old can be trusted (coarse clocks)
+
+
+def _folders_unchanged(recorded: str | None, folders: tuple[Path, ...]) -> tuple[bool, str | None]:
+    """Whether a scan of ``folders`` can be skipped, and the stamp to record after scanning them.
+
+    Adding, removing or renaming a file into a folder moves the folder's mtime, so unchanged
+    mtimes mean the same names as at the last scan. But file system clocks are coarse (1-2 s on
+    HFS+ and FAT, a few ms elsewhere): a file added within the tick of the last scan leaves the
+    mtime as recorded. So only mtimes already older than _SETTLED_NS are ever recorded (the stamp
+    is None until then), and until they are, every call scans.
+    """
+    now = time.time_ns()
+    mtimes = [_mtime_ns(folder) for folder in folders]
+    if any(m is not None and now - m < _SETTLED_NS for m in mtimes):
+        return False, None
+    stamp = json.dumps(mtimes)
+    return stamp == recorded, stamp

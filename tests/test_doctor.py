@@ -9,13 +9,16 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import DAMAGED, EXAMPLES, run
+from test_search import run_read_only, settle
 from typer.testing import CliRunner
 
+from chatcli import search
 from chatcli.cli import app
 from chatcli.doctor import ERROR, INFO, WARNING, check
 from chatcli.store import Store
@@ -125,7 +128,7 @@ def test_leftover_temp_files_are_removed_by_fix_once_older_than_a_minute(root: P
 def test_metadata_without_a_session_or_unparsable_is_removed_by_fix(root: Path) -> None:
     store = _healthy(root)
     sid = store.ids()[0]
-    store.meta_path(ORPHAN).write_text('{"title": "gone"}')
+    _old(store.meta_path(ORPHAN), b'{"title": "gone"}')
     store.meta_path(sid).write_text("{not json")
     assert _problems(root) == {"metadata without a session": WARNING, "damaged metadata": WARNING}
     assert _doctor(root, "--fix").exit_code == 0
@@ -140,14 +143,12 @@ def _first_question(store: Store, sid: str) -> str:
 
 def test_a_database_without_a_session_is_reported_and_never_deleted(root: Path) -> None:
     store = _healthy(root)
-    orphan = store.db_path(ORPHAN)
-    con = sqlite3.connect(orphan)
-    con.execute("CREATE TABLE t(x)")
-    con.commit()
-    con.close()
+    orphan = _attach(store, ORPHAN)
     result = _doctor(root, "--fix")
     assert result.exit_code == 1
-    assert "database without a session" in result.output and "delete it if" in result.output
+    assert "database without a session" in result.output
+    assert "restore it from a backup" in result.output
+    assert "delete" not in result.output.lower()  # never advised for a database
     assert orphan.exists()
 
 
@@ -172,6 +173,9 @@ def test_a_damaged_index_is_rebuilt_by_fix(root: Path) -> None:
 
 def test_a_stale_index_the_listing_cannot_notice_is_rebuilt_by_fix(root: Path) -> None:
     store = _healthy(root)
+    settle(*(root / f for f in ("memory", "meta", "db")))  # the listing trusts its index
+    store = Store(root)
+    store.list_sessions()
     sid = store.ids()[0]
     path = store.memory_path(sid)
     data = json.loads(path.read_bytes()) + [{"type": "human", "data": {"content": "more"}}]
@@ -252,3 +256,102 @@ def test_exit_status_follows_what_remains(root: Path, level: str) -> None:
         _old(store.meta_dir / f".{sid}.json.9.tmp")
     assert _doctor(root).exit_code == 1
     assert _doctor(root, "--fix").exit_code == (1 if level == ERROR else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions on the move, and fixes that cannot be made
+
+
+def test_fix_leaves_the_metadata_and_database_of_a_session_being_trashed(root: Path) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    title = store.open(sid).title
+    _attach(store, sid)
+    # Store.trash moves the memory file first; caught halfway, meta/ and db/ still hold the rest.
+    trashed = root / "trash" / sid / "memory" / f"{sid}.json"
+    trashed.parent.mkdir(parents=True)
+    store.memory_path(sid).rename(trashed)
+    _old(store.meta_path(sid), store.meta_path(sid).read_bytes())
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 0, result.output
+    assert "metadata of a trashed session" in result.output
+    assert "database of a trashed session" in result.output
+    assert store.meta_path(sid).exists() and store.db_path(sid).exists()
+    store.restore(sid)
+    assert store.open(sid).title == title and store.has_db(sid)
+
+
+def test_fix_takes_the_session_lock_and_checks_again_before_removing(root: Path) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    _old(store.meta_path(sid), store.meta_path(sid).read_bytes())
+    away = root / "elsewhere.json"
+    store.memory_path(sid).rename(away)  # looks orphaned to the doctor's scan...
+    reports = []
+    with Store(root).lock(sid):  # ...while another process holds the session, e.g. restoring
+        doctor = threading.Thread(target=lambda: reports.append(check(Store(root), fix=True)))
+        doctor.start()
+        time.sleep(0.5)
+        away.rename(store.memory_path(sid))  # the session is back before the lock is released
+    doctor.join(timeout=60)
+    assert store.meta_path(sid).exists()
+    (finding,) = [f for f in reports[0].findings if f.path == store.meta_path(sid)]
+    assert not finding.fixed and finding.level == INFO
+
+
+def test_fix_keeps_metadata_written_moments_ago(root: Path) -> None:
+    store = _healthy(root)
+    store.meta_path(ORPHAN).write_text('{"title": "being created"}')  # Store.create's first write
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 0, result.output
+    assert "metadata of a session being created" in result.output
+    assert store.meta_path(ORPHAN).exists()
+
+
+def test_fix_on_a_read_only_storage_reports_what_it_could_not_fix(
+    root: Path, env: dict[str, str]
+) -> None:
+    store = _healthy(root)
+    sid = store.ids()[0]
+    stale = _old(store.memory_dir / f".{sid}.json.4242.tmp", b"[half")
+    (root / "index.sqlite").write_bytes(b"junk" * 100)
+    (root / "search.sqlite").write_bytes(b"junk" * 100)
+    result = run_read_only(root, env, "doctor", "--fix")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout and "unexpected" not in result.stderr
+    assert result.stdout.count("could not fix") >= 3 and "Read-only file system" in result.stdout
+    assert stale.exists()
+
+
+def test_an_index_that_is_a_folder_is_reported_not_raised(root: Path) -> None:
+    _healthy(root)
+    (root / "index.sqlite").unlink()
+    (root / "index.sqlite").mkdir()
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "damaged index" in result.output and "could not fix" in result.output
+    assert "Is a directory" in result.output
+
+
+def test_a_damaged_search_index_is_a_warning_and_rebuilt_by_fix(root: Path) -> None:
+    store = _healthy(root)
+    (root / "search.sqlite").write_bytes(b"not a database" * 100)
+    assert _problems(root) == {"damaged search index": WARNING}
+    result = _doctor(root, "--fix")
+    assert result.exit_code == 0, result.output
+    assert "damaged search index" in result.output and "fixed" in result.output
+    conn = sqlite3.connect(root / "search.sqlite")
+    assert conn.execute("SELECT count(*) FROM files").fetchone() == (3,)
+    (second,) = [sid for sid in store.ids() if store.open(sid).title == "s1"]
+    assert [h.id for h in search.search(store, "q1")] == [second]
+
+
+def _attach(store: Store, sid: str) -> Path:
+    """A small real database at the session's db path."""
+    path = store.db_path(sid)
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    con.close()
+    return path

@@ -6,16 +6,21 @@ import hashlib
 import io
 import json
 import os
+import random
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import CHATCLI
 from rich.console import Console
 from typer.testing import CliRunner
 
 from chatcli import search
+from chatcli import store as store_module
 from chatcli.cli import _hit_rows, app
 from chatcli.render import print_search_hits
 from chatcli.store import Store
@@ -44,6 +49,36 @@ def _session(store: Store, *texts: str, title: str | None = None) -> str:
     sid = store.create(title=title)
     store.append(sid, [_human(t) for t in texts])
     return sid
+
+
+def _updated(store: Store, sid: str, seconds_ago: float) -> None:
+    """Set when a session was last updated (its memory file's mtime)."""
+    when = time.time() - seconds_ago
+    os.utime(store.memory_path(sid), (when, when))
+
+
+def settle(*folders: Path) -> None:
+    """Folder mtimes an hour old: nothing added there since, as far as any clock can tell."""
+    when = time.time() - 3600
+    for folder in folders:
+        os.utime(folder, (when, when))
+
+
+def run_read_only(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed chatcli with ``root`` mounted read-only, in a private mount namespace."""
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare(1) for a read-only mount")
+    script = 'mount --bind -o ro "$0" "$0" || exit 77; exec "$@"'
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, str(root), CHATCLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode == 77 or result.stderr.startswith("unshare:"):
+        pytest.skip(f"cannot mount a read-only folder here: {result.stderr.strip()}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,13 +145,53 @@ def test_prefix_and_diacritics(root: Path) -> None:
     assert [h.id for h in search.search(store, "pla*")] == [sid]
 
 
-def test_newest_match_first_and_limit(root: Path) -> None:
+def test_most_recently_updated_first_and_limit(root: Path) -> None:
     store = Store(root)
     ids = [_session(store, f"shared word, session {i}") for i in range(5)]
+    for i, sid in enumerate(ids):
+        _updated(store, sid, 100 - i)  # ids[4] updated last
     assert [h.id for h in search.search(store, "shared")] == ids[::-1]
     store.append(ids[0], [_human("shared again")])
     hits = search.search(store, "shared", limit=2)
     assert [h.id for h in hits] == [ids[0], ids[4]]
+    assert (hits[0].position, hits[0].plain_snippet) == (1, "shared again")
+
+
+def test_the_order_follows_the_updated_time_after_a_restore(root: Path) -> None:
+    store = Store(root)
+    old, middle, new = (_session(store, f"topic {i}") for i in range(3))
+    for sid, age in ((old, 300), (middle, 200), (new, 100)):
+        _updated(store, sid, age)
+    assert [h.id for h in search.search(store, "topic")] == [new, middle, old]
+    store.trash(old)
+    assert [h.id for h in search.search(store, "topic")] == [new, middle]
+    store.restore(old)  # indexed again last, yet still the oldest session
+    assert [h.id for h in search.search(store, "topic")] == [new, middle, old]
+
+
+def test_the_order_is_exact_for_common_and_rare_words(root: Path) -> None:
+    store = Store(root)
+    rng = random.Random(7)
+    words = {}
+    for i in range(40):
+        texts = ["common"] * (i % 7 != 3) + ["half"] * (i % 2) + ["rare"] * (i in (2, 5))
+        sid = _session(store, "filler", *texts, "filler")
+        words[sid] = set(texts)
+        _updated(store, sid, rng.randrange(10, 10_000))
+
+    def check() -> None:
+        updated = {sid: store.memory_path(sid).stat().st_mtime_ns for sid in words}
+        for word in ("common", "half", "rare"):
+            matching = [sid for sid in words if word in words[sid]]
+            matching.sort(key=lambda sid: (-updated[sid], sid))
+            for limit in (1, 3, 10, 50):
+                hits = search.search(store, word, limit=limit)
+                assert [h.id for h in hits] == matching[:limit], (word, limit)
+
+    check()
+    for sid in rng.sample(sorted(words), 8):  # updated now, their matches indexed long ago
+        store.append(sid, [_human("more filler")])
+    check()
 
 
 def test_the_terminal_gets_highlights_and_a_pipe_plain_text(example_root: Path) -> None:
@@ -190,6 +265,20 @@ def test_files_written_by_other_tools_are_caught_up(root: Path) -> None:
     assert [h.id for h in search.search(store, "elsewhere")] == [other]
 
 
+def test_a_file_rewritten_in_place_is_found_by_its_new_words(root: Path) -> None:
+    store = Store(root)
+    mine = _session(store, "apple pie")
+    theirs = _session(store, "plum cake")
+    folder = root / "memory"
+    settle(folder)
+    assert [h.id for h in search.search(store, "apple")] == [mine]
+    st = folder.stat()
+    # LangChain's FileChatMessageHistory rewrites the file in place: the folder's mtime stays.
+    store.memory_path(theirs).write_text(json.dumps([_human("plum cake and a quince")]))
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [h.id for h in search.search(store, "quince")] == [theirs]
+
+
 def test_a_hit_rewritten_in_place_is_checked_before_it_is_shown(root: Path) -> None:
     store = Store(root)
     sid = _session(store, "apple pie")
@@ -234,6 +323,22 @@ def test_a_damaged_index_is_rebuilt(root: Path) -> None:
     assert [h.id for h in search.search(store, "survivor")] == [sid]
 
 
+def test_an_index_that_cannot_be_removed_is_replaced_by_one_in_memory(root: Path) -> None:
+    store = Store(root)
+    sid = _session(store, "survivor")
+    (root / "search.sqlite").mkdir()  # neither a database nor removable
+    assert [h.id for h in search.search(store, "survivor")] == [sid]
+
+
+def test_search_works_on_a_read_only_storage(root: Path, env: dict[str, str]) -> None:
+    store = Store(root)
+    sid = _session(store, "survivor")
+    (root / "search.sqlite").write_bytes(b"this is not a database" * 100)
+    result = run_read_only(root, env, "search", "survivor")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(sid) and result.stderr == ""
+
+
 def test_rebuild_counts_every_session_and_message(example_root: Path) -> None:
     assert search.rebuild(Store(example_root)) == (4, 9)
     assert search.rebuild(Store(example_root)) == (4, 9)
@@ -272,3 +377,49 @@ def test_concurrent_searches_and_saves_agree(root: Path) -> None:
 )
 def test_match_expression_quotes_every_word(text: str, expected: str) -> None:
     assert search.match_expression(text) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The listing index's folder checks (store._folders_unchanged)
+
+
+def test_a_session_added_within_the_clock_tick_of_the_last_listing_is_listed(root: Path) -> None:
+    store = Store(root)
+    first = _session(store, "one")
+    folders = [root / name for name in ("memory", "meta", "db")]
+    tick = time.time()
+    for folder in folders:
+        os.utime(folder, (tick, tick))
+    assert [r.id for r in store.list_sessions()] == [first]
+    second = _session(store, "two")
+    for folder in folders:  # a coarse clock (1-2 s on FAT, HFS+): the same mtime as before
+        os.utime(folder, (tick, tick))
+    assert {r.id for r in store.list_sessions()} == {first, second}
+
+
+def test_settled_unchanged_folders_are_not_scanned_again(root: Path, monkeypatch) -> None:
+    store = Store(root)
+    _session(store, "one")
+    settle(*(root / name for name in ("memory", "meta", "db")))
+    assert len(Store(root).list_sessions()) == 1
+
+    def no_scanning(*args):
+        raise AssertionError("scanned again")
+
+    monkeypatch.setattr(store_module, "_scan_stats", no_scanning)
+    assert len(Store(root).list_sessions()) == 1
+
+
+def test_a_session_rewritten_in_place_moves_up_the_listing(root: Path) -> None:
+    store = Store(root)
+    older, newer = _session(store, "older"), _session(store, "newer")
+    _updated(store, older, 200)
+    _updated(store, newer, 100)
+    folder = root / "memory"
+    settle(folder, root / "meta", root / "db")
+    assert [r.id for r in Store(root).list_sessions(limit=10)] == [newer, older]
+    st = folder.stat()
+    store.memory_path(older).write_text(json.dumps([_human("older, rewritten by another tool")]))
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rows = Store(root).list_sessions(limit=10)
+    assert [(r.id, r.messages) for r in rows] == [(older, 1), (newer, 1)]
