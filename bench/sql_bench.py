@@ -1,5 +1,9 @@
 """The row cap must make `SELECT *` on a 1,000,000-row table cost about as much as on a tiny one.
 
+Every statement runs in ReadOnlyDatabase's worker process; the bench also times the same
+statement in-process (the sandbox without the worker, as chatcli did before) to show what the
+process boundary costs per query, and what starting the worker costs once per session.
+
 Run: .venv/bin/python bench/sql_bench.py   (builds bench/.data/sql-big.db once, ~60 MB)
 """
 
@@ -18,6 +22,7 @@ import tempfile  # noqa: E402
 
 from chatcli.sqltools import (  # noqa: E402
     ReadOnlyDatabase,
+    _Sandbox,
     call_tool,
     copy_database,
     validate_database,
@@ -81,6 +86,20 @@ def main() -> None:
         limit = timed(lambda: db.run_sql("SELECT * FROM big LIMIT 200"))
         tiny = timed(lambda: db.run_sql("SELECT * FROM tiny"))
         tool = timed(lambda: call_tool(db, "run_sql", {"query": "SELECT * FROM big"}))
+        one = timed(lambda: db.run_sql("SELECT 1"))
+
+    sandbox = _Sandbox(path)  # the same sandbox, in this process: no worker, no pipe
+    try:
+        assert sandbox.run_sql("SELECT * FROM big").rows == capped.rows
+        inproc_big = timed(lambda: sandbox.run_sql("SELECT * FROM big"))
+        inproc_limit = timed(lambda: sandbox.run_sql("SELECT * FROM big LIMIT 200"))
+        inproc_one = timed(lambda: sandbox.run_sql("SELECT 1"))
+    finally:
+        sandbox.close()
+
+    def first_query() -> None:
+        with ReadOnlyDatabase(path) as db:
+            db.run_sql("SELECT 1")
 
     conn = sqlite3.connect(path)
     fetchall = timed(lambda: conn.execute("SELECT * FROM big").fetchall(), runs=3)
@@ -88,7 +107,7 @@ def main() -> None:
 
     def line(label: str, seconds: float, base: float | None = None) -> None:
         ratio = f"{seconds / base:7.2f}x" if base else ""
-        print(f"{label:<58} {seconds * 1000:9.3f} ms {ratio}")
+        print(f"{label:<66} {seconds * 1000:9.3f} ms {ratio}")
 
     print(f"median of 51 runs; {BIG_ROWS:,}-row table `big`, {TINY_ROWS}-row table `tiny`")
     line("run_sql('SELECT * FROM big LIMIT 200')  [baseline]", limit)
@@ -98,6 +117,17 @@ def main() -> None:
     line("for contrast: plain fetchall() of all of big", fetchall, limit)
     print(f"cap vs tiny table: {big / tiny:.2f}x  (should be ~1x: only the cap is fetched)")
 
+    print("\nwhat the worker process costs (same statements in-process, as before the worker)")
+    line("in-process run_sql('SELECT * FROM big LIMIT 200')", inproc_limit)
+    line("in-process run_sql('SELECT * FROM big')  (200-row cap)", inproc_big)
+    line("in-process run_sql('SELECT 1')", inproc_one)
+    extra = [(limit - inproc_limit) * 1000, (big - inproc_big) * 1000, (one - inproc_one) * 1000]
+    print(
+        f"per-query overhead of the worker: {extra[0]:.3f} ms (LIMIT 200), "
+        f"{extra[1]:.3f} ms (capped), {extra[2]:.3f} ms (SELECT 1)"
+    )
+    line("once per session: open + first query (starts worker) + close", timed(first_query, 11))
+
     # One-off costs of attaching this 1,000,000-row database to a session.
     print(f"\nattaching the {path.stat().st_size / 1e6:.0f} MB database (median of 5 runs)")
     line("validate_database (header + quick_check)", timed(lambda: validate_database(path), 5))
@@ -106,7 +136,8 @@ def main() -> None:
         line(
             "copy_database (validate + backup + fsync)", timed(lambda: copy_database(path, dest), 5)
         )
-    line("ReadOnlyDatabase open + close", timed(lambda: ReadOnlyDatabase(path).close(), 5))
+    opening = timed(lambda: ReadOnlyDatabase(path).close(), 5)
+    line("ReadOnlyDatabase open + close (no worker yet)", opening)
     with ReadOnlyDatabase(path) as db:
         line("schema_summary (counts 1,000,250 rows)", timed(db.schema_summary, 5))
 

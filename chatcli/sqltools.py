@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
+import math
 import os
+import queue
+import signal
 import sqlite3
+import stat
+import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,24 +55,20 @@ def validate_database(path: Path, *, timeout: float = 5.0) -> None:
     program's lock.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            header = f.read(len(_HEADER))
-    except FileNotFoundError:
-        raise InvalidDatabase("no such file", path=path) from None
-    except IsADirectoryError:
-        raise InvalidDatabase("is a folder, not a database file", path=path) from None
-    except PermissionError:
-        raise InvalidDatabase("cannot read the file: permission denied", path=path) from None
-    except OSError as e:
-        raise InvalidDatabase(f"cannot read the file: {e.strerror or e}", path=path) from None
-    if path.is_dir():  # some platforms open() a directory without complaint
-        raise InvalidDatabase("is a folder, not a database file", path=path)
+    header = _read_header(path)
     if not header:
         raise InvalidDatabase("empty file, not a database", path=path)
     if header != _HEADER:
         # SQLCipher and similar encrypt the header too, so they land here as well.
         raise InvalidDatabase("not a SQLite database (or it is encrypted)", path=path)
+    with _no_new_sidecars(path):
+        problems = _check_database(path, timeout=timeout)
+    if problems != ["ok"]:
+        raise InvalidDatabase(f"corrupt SQLite database: {problems[0]}", path=path)
+
+
+def _check_database(path: Path, *, timeout: float) -> list[str]:
+    """Open `path` read-only, read its schema and return what quick_check says."""
     try:
         conn = _connect_ro(path, timeout=timeout)
     except sqlite3.Error as e:
@@ -86,8 +89,103 @@ def validate_database(path: Path, *, timeout: float = 5.0) -> None:
         raise InvalidDatabase(f"corrupt or unreadable SQLite database: {e}", path=path) from None
     finally:
         conn.close()
-    if problems != ["ok"]:
-        raise InvalidDatabase(f"corrupt SQLite database: {problems[0]}", path=path)
+    return problems
+
+
+def _read_header(path: Path, size: int = len(_HEADER)) -> bytes:
+    """The first `size` bytes of `path`; InvalidDatabase unless it is a readable regular file.
+
+    Only a regular file is ever opened: open() on a FIFO blocks until some other program
+    writes to it (forever), and a device or socket is no database either.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidDatabase("no such file", path=path) from None
+    except PermissionError:
+        raise InvalidDatabase("cannot read the file: permission denied", path=path) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL character in the path
+        raise InvalidDatabase(
+            f"cannot read the file: {getattr(e, 'strerror', None) or e}", path=path
+        ) from None
+    _require_regular_file(info.st_mode, path)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the stat, opening it still
+        # returns at once, and the fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise InvalidDatabase("no such file", path=path) from None
+    except PermissionError:
+        raise InvalidDatabase("cannot read the file: permission denied", path=path) from None
+    except OSError as e:
+        raise InvalidDatabase(f"cannot read the file: {e.strerror or e}", path=path) from None
+    try:
+        _require_regular_file(os.fstat(fd).st_mode, path)
+        return os.read(fd, size)
+    except OSError as e:
+        raise InvalidDatabase(f"cannot read the file: {e.strerror or e}", path=path) from None
+    finally:
+        os.close(fd)
+
+
+def _require_regular_file(mode: int, path: Path) -> None:
+    if stat.S_ISDIR(mode):
+        raise InvalidDatabase("is a folder, not a database file", path=path)
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise InvalidDatabase(f"is {kind}, not a regular database file", path=path)
+
+
+# SQLite's unix VFS: every process that has a -shm file mapped holds a read lock on this byte
+# of it ("DMS"), and a new -shm user needs at least a read lock there before it goes on.
+_SHM_DMS_BYTE = 128
+
+
+@contextlib.contextmanager
+def _no_new_sidecars(path: Path) -> Iterator[None]:
+    """Remove the -wal/-shm files that a read-only open of `path` left next to it.
+
+    Reading a WAL-mode database creates `path`-wal and `path`-shm, and a read-only
+    connection cannot delete them on close (only the last writer's close does). The
+    user's folder must not gain files, so the sidecars that did not exist before are
+    removed afterwards, but only while provably unused: holding a write lock on the
+    -shm's DMS byte (no other process has the WAL open, nor can start using it) and
+    with an empty -wal (no other program wrote to it in the meantime). Otherwise they
+    belong to whoever uses the database now and are left alone. Must not be used while
+    this process has another connection open to `path`: POSIX locks do not tell a
+    process's own connections apart.
+    """
+    real = os.path.realpath(path)  # SQLite puts the sidecars next to the symlink's target
+    wal, shm = real + "-wal", real + "-shm"
+    new = [name for name in (wal, shm) if not os.path.lexists(name)]
+    try:
+        yield
+    finally:
+        if new and os.name == "posix":
+            _remove_unused_sidecars([n for n in new if os.path.lexists(n)], wal=wal, shm=shm)
+
+
+def _remove_unused_sidecars(names: list[str], *, wal: str, shm: str) -> None:
+    if not names:
+        return
+    import fcntl
+
+    try:
+        fd = os.open(shm, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return  # no -shm (nothing to coordinate with) or not ours to lock: leave them
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_DMS_BYTE)
+        except OSError:
+            return  # another program has the database open in WAL mode right now
+        with contextlib.suppress(OSError):
+            if wal in names and os.lstat(wal).st_size != 0:
+                return  # written by someone else since: it may hold committed data
+            for name in names:
+                os.unlink(name)
+    finally:
+        os.close(fd)  # also releases the lock
 
 
 class _CopyTimeout(Exception):
@@ -155,16 +253,22 @@ def copy_database(src: Path, dest: Path, *, timeout: float = 30.0) -> None:
 def _backup(src: Path, tmp: Path, *, timeout: float) -> None:
     """Back up `src` into the (empty) file `tmp` and leave it in journal_mode=DELETE."""
     deadline = time.monotonic() + timeout
+    with _no_new_sidecars(src):
+        try:
+            source = _connect_ro(src, timeout=min(timeout, 1.0))
+        except sqlite3.Error as e:
+            raise InvalidDatabase(f"cannot open the database: {e}", path=src) from None
+        _backup_from(source, src, tmp, deadline=deadline, timeout=timeout)
 
+
+def _backup_from(
+    source: sqlite3.Connection, src: Path, tmp: Path, *, deadline: float, timeout: float
+) -> None:
     def progress(status: int, remaining: int, total: int) -> None:
         # Python's backup() retries a busy source forever; give up at the deadline.
         if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > deadline:
             raise _CopyTimeout
 
-    try:
-        source = _connect_ro(src, timeout=min(timeout, 1.0))
-    except sqlite3.Error as e:
-        raise InvalidDatabase(f"cannot open the database: {e}", path=src) from None
     try:
         target = sqlite3.connect(tmp, isolation_level=None)
     except sqlite3.Error as e:
@@ -339,6 +443,26 @@ _MAX_RESULT_BYTES = 32 * 1024 * 1024
 _COUNT_ROWS = 2_000
 _COUNT_SECONDS = 0.25
 
+# The worker process that runs the statements (see ReadOnlyDatabase).
+# SQLite's own heap (sorts, temporary b-trees, page cache) stops growing here ("out of memory").
+_WORKER_HEAP = 512 * 1024 * 1024
+# The worker's whole address space: Python, SQLite's heap and the result on its way out.
+_WORKER_ADDRESS_SPACE = 1024 * 1024 * 1024
+# How long past its time limit a statement may run before the worker is killed. The worker
+# stops ordinary statements itself at the limit; only one that the progress handler cannot
+# reach (a single SQL function call doing all the work) runs into this.
+_KILL_GRACE = 1.0
+# How long a new worker may take to start and open the database.
+_START_SECONDS = 20.0
+_OUT_OF_MEMORY = (
+    f"query stopped: it needs more than {_WORKER_HEAP // 2**20} MB of memory; "
+    "filter or aggregate more, or add a LIMIT"
+)
+
+
+def _time_limit_message(limit: float) -> str:
+    return f"query stopped after {limit:g} s: time limit reached; simplify the query or add a LIMIT"
+
 
 def _quote_ident(name: str) -> str:
     """Quote an identifier for SQL: "a""b" (only used on names checked against the schema)."""
@@ -409,47 +533,39 @@ class QueryResult:
         return "\n".join(lines)
 
 
-class ReadOnlyDatabase:
-    """A read-only, time- and size-limited view of one SQLite file, safe to give a model.
+class _Sandbox:
+    """The read-only, time- and size-limited connection itself; lives in the worker process.
 
     Independent safeguards keep the file unchanged: it is opened with mode=ro, the
     connection has query_only=ON, no database may be attached (which also rules out
     VACUUM, as it attaches internally), and an authorizer allows only reads, a short
-    list of read-only pragmas, and no file- or extension-touching functions. Every
-    query is stopped after `timeout` seconds and returns at most `max_rows` rows and
-    about `max_chars` characters. Safe to share between threads (calls are serialized).
+    list of read-only pragmas, and no file- or extension-touching functions. Temporary
+    tables and indexes live in memory, which SQLite caps at _WORKER_HEAP bytes. The
+    progress handler stops most runaway statements at the time limit; the statements it
+    cannot stop (one function call doing all the work in one VM step) are ended by the
+    parent killing this process.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        timeout: float = 5.0,
-        max_rows: int = 200,
-        max_chars: int = 16_000,
-    ) -> None:
+    def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        self.max_rows = max_rows
-        self.max_chars = max_chars
-        self._lock = threading.RLock()
+        self.max_rows = 200
+        self.max_chars = 16_000
         self._deadline: float | None = None
-        self._interrupted = False
         self._denied: list[str] = []
         try:
-            conn = sqlite3.connect(
-                _ro_uri(self.path),
-                uri=True,
-                timeout=timeout,
-                isolation_level=None,  # never let the sqlite3 module issue its own BEGIN
-                check_same_thread=False,
-            )
+            conn = _connect_ro(self.path, timeout=timeout)
         except sqlite3.Error as e:
             raise InvalidDatabase(f"cannot open the database: {e}", path=self.path) from None
         try:
             # Users' text is not always valid UTF-8; a bad byte must not fail the whole query.
             conn.text_factory = lambda b: b.decode("utf-8", "replace")
             conn.execute("PRAGMA query_only=ON")
+            # Sorting, DISTINCT, GROUP BY and materialized subqueries use memory, never temp
+            # files (the worker may not write any file), and SQLite's whole heap is capped:
+            # past it a statement fails with "out of memory" instead of eating the machine.
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute(f"PRAGMA hard_heap_limit={_WORKER_HEAP}")
             if hasattr(conn, "enable_load_extension"):  # absent when built without it
                 conn.enable_load_extension(False)
             conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
@@ -460,29 +576,10 @@ class ReadOnlyDatabase:
         except sqlite3.Error as e:
             conn.close()
             raise InvalidDatabase(f"not a readable SQLite database: {e}", path=self.path) from None
-        self._conn: sqlite3.Connection | None = conn
-
-    # -- lifecycle
+        self._conn = conn
 
     def close(self) -> None:
-        """Close the connection; further calls raise QueryError."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> ReadOnlyDatabase:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def interrupt(self) -> None:
-        """Stop the running query from another thread (e.g. on Ctrl-C)."""
-        conn = self._conn
-        if conn is not None:
-            self._interrupted = True
-            conn.interrupt()
+        self._conn.close()
 
     # -- sqlite callbacks
 
@@ -526,40 +623,20 @@ class ReadOnlyDatabase:
 
     @contextlib.contextmanager
     def _running(self, query: str | None = None) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and the time limit while statements run; turn errors into QueryError."""
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise QueryError("the database is closed", path=self.path)
-            limit = self.timeout
-            self._deadline = time.monotonic() + limit
-            self._interrupted = False
-            self._denied.clear()
-            try:
-                yield conn
-            except sqlite3.Error as e:
-                self._reraise_ctrl_c(e)
-                raise self._query_error(e, limit, query) from None
-            except ValueError as e:  # e.g. a NUL character in the query
-                raise QueryError(str(e)) from None
-            finally:
-                self._deadline = None
-
-    def _reraise_ctrl_c(self, e: sqlite3.Error) -> None:
-        """Raise KeyboardInterrupt if Ctrl-C is what stopped the statement.
-
-        Ctrl-C lands in the progress handler, the only Python code running during a query,
-        and the sqlite3 module swallows exceptions raised there: all that is left is an
-        "interrupted" error before the deadline that neither interrupt() nor the time limit
-        explains.
-        """
-        deadline = self._deadline
-        if (
-            "interrupted" in str(e)
-            and not self._interrupted
-            and (deadline is None or time.monotonic() < deadline)
-        ):
-            raise KeyboardInterrupt from None
+        """Hold the time limit while statements run; turn errors into QueryError."""
+        limit = self.timeout
+        self._deadline = time.monotonic() + limit
+        self._denied.clear()
+        try:
+            yield self._conn
+        except sqlite3.Error as e:
+            raise self._query_error(e, limit, query) from None
+        except MemoryError:  # SQLITE_NOMEM: the heap cap was reached
+            raise QueryError(_OUT_OF_MEMORY) from None
+        except ValueError as e:  # e.g. a NUL character in the query
+            raise QueryError(str(e)) from None
+        finally:
+            self._deadline = None
 
     def _query_error(self, e: sqlite3.Error, limit: float, query: str | None) -> QueryError:
         text = str(e)
@@ -572,11 +649,16 @@ class ReadOnlyDatabase:
         if "one statement at a time" in text:
             return QueryError("only one statement per query")
         if "interrupted" in text:
-            if self._interrupted:
-                return QueryError("query interrupted")
+            return QueryError(_time_limit_message(limit))
+        if ((getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF) in (
+            sqlite3.SQLITE_FULL,
+            sqlite3.SQLITE_IOERR,
+        ):
+            # The worker may not write any file; a statement that wants temporary files
+            # fails here (as would a real read error of the copy, which is not expected).
             return QueryError(
-                f"query stopped after {limit:g} s: time limit reached; "
-                "simplify the query or add a LIMIT"
+                f"query stopped: it needs more temporary space than allowed ({text}); "
+                "filter or aggregate more, or add a LIMIT"
             )
         if any(
             m in text for m in ("readonly", "read-only", "not authorized", "may not be modified")
@@ -673,8 +755,7 @@ class ReadOnlyDatabase:
         self._deadline = time.monotonic() + seconds
         try:
             return conn.execute(sql).fetchone()[0]
-        except sqlite3.Error as e:
-            self._reraise_ctrl_c(e)
+        except (sqlite3.Error, MemoryError):
             return None
         finally:
             self._deadline = outer
@@ -816,6 +897,434 @@ class ReadOnlyDatabase:
             out.append(line)
             used += len(line) + 1
         return "\n".join(out) if out else "(no tables)"
+
+
+# --- the worker process -------------------------------------------------------------------
+#
+# Every statement runs in a child process, so that a statement the progress handler cannot
+# stop (one SQL function call doing all its work inside one VM step, such as instr() over
+# two huge strings) still ends at the time limit: the parent kills the child. The child
+# speaks JSON lines: a request {"op", "arg", "timeout", "max_rows", "max_chars"} on stdin, a
+# reply {"ok": result} or {"error": message} on stdout. Only capped results cross the pipe.
+
+
+def _encode_bytes(value: Any) -> Any:
+    """json.dumps(default=...): bytes as {"b64": ...}; int, float, str and None need nothing."""
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return base64.b64decode(value["b64"])
+    return value
+
+
+def _limit_worker() -> None:
+    """Limit the worker itself: it may write no file at all, nor grow without bound."""
+    try:
+        import resource
+    except ImportError:  # Windows: no rlimits; the time limit (kill) still holds
+        return
+    if hasattr(signal, "SIGXFSZ"):
+        # Writing past RLIMIT_FSIZE then fails with EFBIG (an SQLite I/O error) instead of
+        # killing the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    for which, value in (
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_AS, _WORKER_ADDRESS_SPACE),
+    ):
+        with contextlib.suppress(ValueError, OSError):  # e.g. RLIMIT_AS on macOS
+            _, hard = resource.getrlimit(which)
+            if hard != resource.RLIM_INFINITY:
+                value = min(value, hard)
+            resource.setrlimit(which, (value, value))
+
+
+def _cpu_backstop(seconds: float) -> None:
+    """Let the kernel end this worker should it run on with nobody left to kill it."""
+    try:
+        import resource
+    except ImportError:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + seconds) + 10
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _serve(sandbox: _Sandbox, request: dict[str, Any]) -> Any:
+    sandbox.timeout = float(request["timeout"])
+    sandbox.max_rows = int(request["max_rows"])
+    sandbox.max_chars = int(request["max_chars"])
+    op, arg = request["op"], request.get("arg")
+    if op == "run_sql":
+        result = sandbox.run_sql(arg)
+        return {
+            "columns": result.columns,
+            "rows": result.rows,  # tuples; bytes are encoded by _encode_bytes
+            "blobs": any(isinstance(v, bytes) for row in result.rows for v in row),
+            "truncated": result.truncated,
+            "note": result.note,
+        }
+    if op == "list_tables":
+        return sandbox.list_tables()
+    if op == "describe_table":
+        return sandbox.describe_table(arg)
+    if op == "schema_summary":
+        return sandbox.schema_summary(arg)
+    raise QueryError(f"unknown request {op!r}")
+
+
+def _worker_main(path: str) -> None:
+    """The worker process: open `path` in the sandbox and answer requests until stdin ends."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # nothing may block on a stderr nobody reads
+    if hasattr(signal, "SIGINT"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print() must not corrupt the replies
+
+    def send(reply: dict[str, Any]) -> None:
+        try:
+            data = json.dumps(reply, separators=(",", ":"), default=_encode_bytes).encode("ascii")
+        except MemoryError:
+            data = json.dumps({"error": _OUT_OF_MEMORY}).encode("ascii")
+        out.write(data + b"\n")
+        out.flush()
+
+    try:
+        _limit_worker()
+        try:
+            sandbox = _Sandbox(Path(path))
+        except ChatcliError as e:
+            send({"error": e.message})
+            return
+        send({"ok": True})
+        for line in sys.stdin.buffer:
+            try:
+                request = json.loads(line)
+                _cpu_backstop(2 * float(request["timeout"]) + _KILL_GRACE)
+                reply: dict[str, Any] = {"ok": _serve(sandbox, request)}
+            except ChatcliError as e:
+                reply = {"error": e.message}
+            except MemoryError:
+                reply = {"error": _OUT_OF_MEMORY}
+            except Exception as e:  # a bug: say so in one line, keep serving
+                reply = {"error": f"internal error in the SQL worker: {type(e).__name__}: {e}"}
+            send(reply)
+    except (BrokenPipeError, KeyboardInterrupt):  # the parent is gone
+        pass
+
+
+def _pump(stream: Any, replies: queue.SimpleQueue[bytes | None]) -> None:
+    """Reader thread: hand each line the worker writes to the waiting call; None at the end."""
+    try:
+        for line in stream:
+            replies.put(line)
+    except (OSError, ValueError):
+        pass
+    finally:
+        replies.put(None)
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
+
+
+def _kill(proc: Any) -> None:
+    with contextlib.suppress(OSError):
+        proc.kill()
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=5)
+    for stream in (proc.stdin, proc.stderr):  # stdout is closed by its reader thread
+        with contextlib.suppress(OSError, ValueError):
+            stream.close()
+
+
+class _Worker:
+    """One worker process and the thread that reads its replies."""
+
+    def __init__(self, path: Path) -> None:
+        import subprocess
+
+        # -I -S: no PYTHON* variables, no user or site packages; only the standard library
+        # and the folder holding this package are needed.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        code = (
+            "import sys; sys.path.append(sys.argv[1]); "
+            "from chatcli.sqltools import _worker_main; _worker_main(sys.argv[2])"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", code, package_root, os.path.abspath(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            # Its own session: a terminal's Ctrl-C goes to chatcli alone, which decides.
+            start_new_session=os.name == "posix",
+        )
+        # Killed when closed, when garbage-collected, or at the latest when chatcli exits.
+        self.stop = weakref.finalize(self, _kill, self.proc)
+        self.replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        threading.Thread(
+            target=_pump, args=(self.proc.stdout, self.replies), daemon=True, name="sql-worker"
+        ).start()
+
+    def alive(self) -> bool:
+        return self.stop.alive and self.proc.poll() is None
+
+    def wait(self, seconds: float) -> dict[str, Any] | None:
+        """The next reply; None if the worker ended; queue.Empty after `seconds`."""
+        line = self.replies.get(timeout=max(seconds, 0.001))
+        if line is None:
+            return None
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            reply = None
+        return reply if isinstance(reply, dict) else None
+
+    def request(self, message: dict[str, Any], seconds: float) -> dict[str, Any] | None:
+        try:
+            self.proc.stdin.write(json.dumps(message).encode("ascii") + b"\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):  # it died (BrokenPipeError) or was killed meanwhile
+            return None
+        return self.wait(seconds)
+
+    def death_note(self) -> str:
+        """How the worker ended, in a few words (exit status, last line it printed)."""
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=2)
+        code = self.proc.returncode
+        if code is None:
+            return "it stopped answering"
+        if code < 0:
+            try:
+                what = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                what = f"killed by signal {-code}"
+        else:
+            what = f"exit status {code}"
+        last = ""
+        with contextlib.suppress(OSError, ValueError):
+            lines = self.proc.stderr.read(65536).decode("utf-8", "replace").strip().splitlines()
+            last = lines[-1].strip()[:200] if lines else ""
+        return f"{what}: {last}" if last else what
+
+
+class ReadOnlyDatabase:
+    """A read-only, time- and size-limited view of one SQLite file, safe to give a model.
+
+    The statements run in a worker process, started at the first call and then reused,
+    that opens the file in the sandbox (_Sandbox: mode=ro, query_only, an authorizer
+    allowing only reads, no ATTACH, no extensions) and limits itself: it can write no
+    file at all (RLIMIT_FSIZE 0; temporary data stays in memory), SQLite's heap is
+    capped at _WORKER_HEAP and the process at _WORKER_ADDRESS_SPACE. A call waits at
+    most `timeout` seconds (describe_table and schema_summary twice that) plus a short
+    grace; a statement still running then, or when Ctrl-C arrives (KeyboardInterrupt is
+    re-raised), is ended by killing the worker, and the next call starts a fresh one.
+    At most `max_rows` rows and about `max_chars` characters come back. Safe to share
+    between threads (calls are serialized).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        timeout: float = 5.0,
+        max_rows: int = 200,
+        max_chars: int = 16_000,
+    ) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.max_rows = max_rows
+        self.max_chars = max_chars
+        self._lock = threading.RLock()
+        self._worker: _Worker | None = None
+        self._busy: _Worker | None = None
+        self._interrupted = False
+        self._closed = False
+        # Refuse what is no database right away, as callers expect; the worker opens it again.
+        header = _read_header(self.path, 100)
+        if header[:16] == _HEADER and len(header) >= 20 and 2 in header[18:20]:
+            # Reading a WAL database needs -wal/-shm files, and the worker may write none.
+            raise InvalidDatabase(
+                "is in WAL mode; query a copy made by copy_database instead", path=self.path
+            )
+        with _no_new_sidecars(self.path):
+            try:
+                conn = _connect_ro(self.path, timeout=timeout)
+            except sqlite3.Error as e:
+                raise InvalidDatabase(f"cannot open the database: {e}", path=self.path) from None
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as e:
+                raise InvalidDatabase(
+                    f"not a readable SQLite database: {e}", path=self.path
+                ) from None
+            finally:
+                conn.close()
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Stop the worker; further calls raise QueryError."""
+        with self._lock:
+            self._closed = True
+            self._stop_worker()
+
+    def __enter__(self) -> ReadOnlyDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def interrupt(self) -> None:
+        """Stop the running query from another thread; it raises QueryError("query interrupted")."""
+        worker = self._busy
+        if worker is not None:
+            self._interrupted = True
+            worker.stop()
+
+    # -- talking to the worker
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
+
+    def _ready_worker(self) -> _Worker:
+        """The running worker, or a new one that has opened the database."""
+        worker = self._worker
+        if worker is not None and worker.alive():
+            return worker
+        self._stop_worker()
+        try:
+            worker = _Worker(self.path)
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "strerror", None) or e
+            raise QueryError(f"cannot start the SQL worker process: {reason}") from None
+        self._worker = self._busy = worker
+        try:
+            ready = worker.wait(_START_SECONDS)
+        except queue.Empty:
+            raise QueryError(
+                f"the SQL worker process did not start within {_START_SECONDS:g} s"
+            ) from None
+        if ready is None:
+            raise self._worker_ended(starting=True)
+        if "error" in ready:
+            raise QueryError(str(ready["error"]))
+        return worker
+
+    def _worker_ended(self, *, starting: bool = False) -> QueryError:
+        worker = self._worker
+        note = worker.death_note() if worker is not None else "no worker"
+        self._stop_worker()
+        if self._interrupted:
+            return QueryError("query interrupted")
+        if starting:
+            return QueryError(f"the SQL worker process could not start ({note})")
+        return QueryError(
+            f"query stopped: the SQL worker process ended ({note}), most likely out of "
+            "memory; filter or aggregate more, or add a LIMIT"
+        )
+
+    def _call(self, op: str, arg: Any, *, budget: float, stopped: str) -> Any:
+        """Send one request; wait up to `budget` (+ grace) seconds, else kill the worker."""
+        with self._lock:
+            if self._closed:
+                raise QueryError("the database is closed", path=self.path)
+            self._interrupted = False
+            try:
+                worker = self._ready_worker()
+                self._busy = worker
+                request = {
+                    "op": op,
+                    "arg": arg,
+                    "timeout": self.timeout,
+                    "max_rows": self.max_rows,
+                    "max_chars": self.max_chars,
+                }
+                reply = worker.request(request, budget + _KILL_GRACE)
+                if reply is None:
+                    raise self._worker_ended()
+            except queue.Empty:
+                self._stop_worker()
+                if self._interrupted:
+                    raise QueryError("query interrupted") from None
+                raise QueryError(stopped) from None
+            except BaseException:  # Ctrl-C included: no statement outlives its call
+                self._stop_worker()
+                raise
+            finally:
+                self._busy = None
+            if "error" in reply:
+                raise QueryError(str(reply["error"]))
+            return reply.get("ok")
+
+    # -- the public calls
+
+    def run_sql(self, query: str) -> QueryResult:
+        """Run one read-only statement; at most max_rows rows and about max_chars characters."""
+        if not isinstance(query, str):
+            raise QueryError("the query must be a string")
+        result = self._call(
+            "run_sql", query, budget=self.timeout, stopped=_time_limit_message(self.timeout)
+        )
+        if result["blobs"]:
+            rows = [tuple(_decode_value(v) for v in row) for row in result["rows"]]
+        else:
+            rows = [tuple(row) for row in result["rows"]]
+        return QueryResult(
+            list(result["columns"]),
+            rows,
+            truncated=bool(result["truncated"]),
+            note=result["note"],
+        )
+
+    def list_tables(self) -> list[str]:
+        """Names of tables and views, without SQLite's internal sqlite_* tables."""
+        return list(
+            self._call(
+                "list_tables",
+                None,
+                budget=self.timeout,
+                stopped=f"listing the tables took longer than {self.timeout:g} s",
+            )
+        )
+
+    def describe_table(self, name: str) -> str:
+        """Columns (type, PK, NOT NULL, default), foreign keys, indexes and row count."""
+        if not isinstance(name, str) or not name:
+            if self._closed:
+                raise QueryError("the database is closed", path=self.path)
+            raise QueryError("describe_table needs a table name")
+        return str(
+            self._call(
+                "describe_table",
+                name,
+                budget=2 * self.timeout,
+                stopped=f"describing {name!r} took longer than {2 * self.timeout:g} s",
+            )
+        )
+
+    def schema_summary(self, max_chars: int = 2000) -> str:
+        """One line per table, `name(col type, ...) — N rows`, within about max_chars."""
+        return str(
+            self._call(
+                "schema_summary",
+                int(max_chars),
+                budget=2 * self.timeout,
+                stopped=f"reading the schema took longer than {2 * self.timeout:g} s",
+            )
+        )
 
 
 # --- tools for the model ------------------------------------------------------------------

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -741,3 +747,359 @@ def test_call_tool_turns_failures_into_text(
         reply = call_tool(db, name, args)  # type: ignore[arg-type]
     assert reply.startswith("error: ")
     assert fragment in reply
+
+
+# --- the worker process: limits that the progress handler alone cannot enforce ---------------
+
+# One call of instr() does all its (quadratic) work inside a single VM step, where the progress
+# handler never runs: unbounded, this took 25 s on the review machine.
+ONE_STEP_HOG = (
+    "SELECT instr(replace(hex(zeroblob(1000000)), '0', 'a'), "
+    "replace(hex(zeroblob(500000)), '0', 'a') || 'b')"
+)
+# Sorting an endless stream of 200 KB blobs: SQLite used to spill it into temp files (1.5 GB
+# of /tmp in 3 s).
+TEMP_HOG = (
+    "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM r) "
+    "SELECT randomblob(200000) FROM r ORDER BY random()"
+)
+
+
+def _worker_pid(db: ReadOnlyDatabase) -> int:
+    assert db._worker is not None
+    return db._worker.proc.pid
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); on Linux its state says so.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" in status.read_text()
+
+
+def test_a_single_function_call_is_stopped_at_the_time_limit(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=1) as db:
+        db.run_sql("SELECT 1")  # start the worker first: its start-up is not the query's time
+        start = time.monotonic()
+        with pytest.raises(QueryError, match=r"^query stopped after 1 s: time limit reached"):
+            db.run_sql(ONE_STEP_HOG)
+        assert time.monotonic() - start < 1 + 2
+        assert db.run_sql("SELECT count(*) FROM customers").rows == [(3,)]
+        start = time.monotonic()
+        reply = call_tool(db, "run_sql", {"query": ONE_STEP_HOG})
+        assert reply.startswith("error: query stopped after 1 s")
+        assert time.monotonic() - start < 1 + 2
+        assert call_tool(db, "list_tables", {}) == "customers\norder_totals\norders"
+
+
+def test_interrupt_stops_a_single_function_call(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=30) as db:
+        db.run_sql("SELECT 1")
+        timer = threading.Timer(0.3, db.interrupt)
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(QueryError, match="^query interrupted$"):
+            db.run_sql(ONE_STEP_HOG)
+        timer.join()
+        assert time.monotonic() - start < 3
+        assert db.run_sql("SELECT 2").rows == [(2,)]
+
+
+def test_ctrl_c_kills_the_worker_and_is_reraised(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=30) as db:
+        db.run_sql("SELECT 1")
+        pid = _worker_pid(db)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            db.run_sql(ONE_STEP_HOG)
+        timer.join()
+        assert time.monotonic() - start < 3
+        assert _gone(pid)
+        assert db.run_sql("SELECT count(*) FROM orders").rows == [(3,)]
+
+
+def test_temp_space_hog_is_stopped_without_writing_files(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    # Where SQLite would put its temp files; the worker inherits this environment.
+    monkeypatch.setenv("SQLITE_TMPDIR", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    folders = sorted({"/tmp", str(scratch), tempfile.gettempdir()})
+    free_before = {folder: shutil.disk_usage(folder).free for folder in folders}
+    lowest = dict(free_before)
+    done = threading.Event()
+
+    def watch() -> None:  # SQLite unlinks its temp files at once: only df shows them
+        while not done.wait(0.05):
+            for folder in folders:
+                lowest[folder] = min(lowest[folder], shutil.disk_usage(folder).free)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ReadOnlyDatabase(db_path, timeout=5) as db:
+            start = time.monotonic()
+            with pytest.raises(QueryError) as info:
+                db.run_sql(TEMP_HOG)
+            assert time.monotonic() - start < 5 + 2
+            assert info.value.message.startswith("query stopped")
+            assert "\n" not in info.value.message
+            assert db.run_sql("SELECT count(*) FROM customers").rows == [(3,)]
+    finally:
+        done.set()
+        watcher.join()
+    assert os.listdir(scratch) == []
+    for folder, before in free_before.items():
+        assert before - lowest[folder] < 100 * 10**6, folder
+
+
+def test_memory_hog_fails_cleanly_and_the_database_still_answers(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=20) as db:
+        reply = call_tool(
+            db,
+            "run_sql",
+            {
+                "query": "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM r) "
+                "SELECT count(DISTINCT randomblob(2000)) FROM r"
+            },
+        )
+        assert reply.startswith("error: query stopped: it needs more than 512 MB of memory")
+        assert db.run_sql("SELECT 1").rows == [(1,)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc (Linux)")
+def test_the_worker_may_write_no_file_and_has_bounded_memory(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        db.run_sql("SELECT 1")
+        limits = Path(f"/proc/{_worker_pid(db)}/limits").read_text().splitlines()
+    size = next(line for line in limits if line.startswith("Max file size"))
+    assert size.split()[3:5] == ["0", "0"]
+    space = next(line for line in limits if line.startswith("Max address space"))
+    assert int(space.split()[3]) <= 2**30
+
+
+def test_the_worker_starts_at_the_first_call_and_ends_with_close(db_path: Path) -> None:
+    db = ReadOnlyDatabase(db_path)
+    assert db._worker is None  # opening costs no process
+    assert db.list_tables() == ["customers", "order_totals", "orders"]
+    pid = _worker_pid(db)
+    assert db.run_sql("SELECT 1").rows == [(1,)]
+    assert _worker_pid(db) == pid  # one worker serves every call
+    db.close()
+    assert _gone(pid)
+
+
+def test_a_worker_killed_from_outside_is_a_query_error_then_replaced(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path, timeout=30) as db:
+        db.run_sql("SELECT 1")
+        pid = _worker_pid(db)
+        timer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        with pytest.raises(QueryError, match=r"worker process ended \(killed by SIGKILL\)"):
+            db.run_sql(ONE_STEP_HOG)
+        timer.join()
+        assert db.run_sql("SELECT 3").rows == [(3,)]
+        # Killed while idle: the next call simply starts a new worker.
+        os.kill(_worker_pid(db), signal.SIGKILL)
+        time.sleep(0.1)
+        assert db.run_sql("SELECT 4").rows == [(4,)]
+
+
+def test_values_survive_the_trip_from_the_worker(db_path: Path) -> None:
+    with ReadOnlyDatabase(db_path) as db:
+        result = db.run_sql(
+            "SELECT x'00ff10', 1.5, 0.1, -0.0, 1e999, -1e999, 9223372036854775807, "
+            "-9223372036854775808, 'é 中 \U0001f600', NULL, '', x'', 'a\nb'"
+        )
+    assert result.rows == [
+        (
+            b"\x00\xff\x10",
+            1.5,
+            0.1,
+            -0.0,
+            float("inf"),
+            float("-inf"),
+            2**63 - 1,
+            -(2**63),
+            "é 中 \U0001f600",
+            None,
+            "",
+            b"",
+            "a\nb",
+        )
+    ]
+    assert [type(v) for v in result.rows[0][:4]] == [bytes, float, float, float]
+
+
+# --- files that are not databases, and the user's original --------------------------------
+
+
+def _finishes_quickly(fn, seconds: float = 5.0) -> BaseException | None:
+    """Run fn() in a thread; fail if it has not returned within `seconds`; its exception."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            fn()
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "still blocked"
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs mkfifo")
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    try:
+        for attempt in (
+            lambda: validate_database(fifo),
+            lambda: copy_database(fifo, tmp_path / "copy.db"),
+            lambda: ReadOnlyDatabase(fifo),
+        ):
+            error = _finishes_quickly(attempt)
+            assert isinstance(error, InvalidDatabase)
+            assert "named pipe" in error.message
+    finally:
+        # Should a reader still be blocked in open(), a writer lets it go.
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert sorted(os.listdir(tmp_path)) == ["pipe.db"]
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null")
+    with pytest.raises(InvalidDatabase, match="device"):
+        validate_database(Path("/dev/null"))
+
+
+def test_a_wal_original_gets_no_sidecar_files(tmp_path: Path) -> None:
+    original = tmp_path / "theirs"
+    original.mkdir()
+    src = make_db(original / "wal.db", wal=True)
+    assert os.listdir(original) == ["wal.db"]
+    before = sha256(src)
+    validate_database(src)
+    assert os.listdir(original) == ["wal.db"]
+    dest = tmp_path / "copy.db"
+    copy_database(src, dest)
+    assert os.listdir(original) == ["wal.db"]
+    # Through a symlink SQLite puts the sidecars next to the target: removed there too.
+    link = tmp_path / "link.db"
+    link.symlink_to(src)
+    validate_database(link)
+    copy_database(link, tmp_path / "copy2.db")
+    assert os.listdir(original) == ["wal.db"]
+    assert sha256(src) == before
+    with ReadOnlyDatabase(dest) as db:
+        assert db.run_sql("SELECT count(*) FROM customers").rows == [(3,)]
+    # The original is still a WAL database that its owner can use as before.
+    conn = sqlite3.connect(src)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute("INSERT INTO customers VALUES (7, 'Gil', NULL)")
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 4
+    finally:
+        conn.close()
+    assert os.listdir(original) == ["wal.db"]
+
+
+def test_sidecars_in_use_by_another_program_are_left_alone(tmp_path: Path) -> None:
+    src = make_db(tmp_path / "live.db", wal=True)
+    script = (
+        "import sqlite3, sys, time\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute(\"INSERT INTO customers VALUES (5, 'Eve', NULL)\")\n"
+        "c.commit()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "c.close()\n"
+    )
+    # Another process (POSIX locks do not tell this process's own connections apart).
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, str(src)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "ready"
+        assert sorted(os.listdir(tmp_path)) == ["live.db", "live.db-shm", "live.db-wal"]
+        # Sidecars made before chatcli looked are someone else's: never touched.
+        copy_database(src, tmp_path / "copy.db")
+        assert sorted(os.listdir(tmp_path)) == [
+            "copy.db",
+            "live.db",
+            "live.db-shm",
+            "live.db-wal",
+        ]
+        assert other.poll() is None
+    finally:
+        other.communicate("bye\n", timeout=10)
+    # Its last close removed them, as SQLite does.
+    assert sorted(os.listdir(tmp_path)) == ["copy.db", "live.db"]
+    with ReadOnlyDatabase(tmp_path / "copy.db") as db:
+        assert db.run_sql("SELECT name FROM customers WHERE id = 5").rows == [("Eve",)]
+
+
+def test_read_only_database_refuses_a_wal_file(tmp_path: Path) -> None:
+    src = make_db(tmp_path / "wal.db", wal=True)
+    with pytest.raises(InvalidDatabase, match="WAL mode"):
+        ReadOnlyDatabase(src)
+    assert os.listdir(tmp_path) == ["wal.db"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX locks")
+def test_sidecar_cleanup_never_removes_what_another_program_may_need(tmp_path: Path) -> None:
+    from chatcli.sqltools import _remove_unused_sidecars
+
+    src = make_db(tmp_path / "db.db", wal=True)
+    wal, shm = f"{src}-wal", f"{src}-shm"
+    holder = (
+        "import os, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1])\n"
+        "c.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "c.execute('SELECT count(*) FROM customers').fetchone()\n"
+        "print('reading', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "c.execute(\"INSERT INTO customers VALUES (6, 'Fay', NULL)\")\n"
+        "c.commit()\n"
+        "os._exit(0)  # no close: the committed row stays in the -wal only\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder, str(src)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "reading"
+        assert os.path.getsize(wal) == 0
+        # Open in another process, even with an empty -wal: its lock on the -shm keeps both.
+        _remove_unused_sidecars([wal, shm], wal=wal, shm=shm)
+        assert os.path.exists(wal) and os.path.exists(shm)
+    finally:
+        other.communicate("write\n", timeout=10)
+    # Nobody has it open now, but the -wal holds a committed row: it must stay.
+    assert os.path.getsize(wal) > 0
+    _remove_unused_sidecars([wal, shm], wal=wal, shm=shm)
+    assert os.path.exists(wal)
+    conn = sqlite3.connect(src)
+    try:
+        assert conn.execute("SELECT name FROM customers WHERE id = 6").fetchone() == ("Fay",)
+    finally:
+        conn.close()
