@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from common import CHATCLI, bare_start, build_root, env_for, report, wall
+from common import CHATCLI, bare_start, build_root, byte_compile, env_for, report, wall
 
 RARE = "4242"  # in the 20 messages of one conversation only
 COMMON = "lorem"  # in all 200,000 messages
@@ -21,6 +21,7 @@ def main() -> None:
     root = build_root("list-10k", sessions=10_000, per_session=20)
     env = env_for(root)
     index = root / "search.sqlite"
+    byte_compile()
 
     def forget() -> None:
         for suffix in ("", "-wal", "-shm"):
