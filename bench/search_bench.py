@@ -59,7 +59,10 @@ def main() -> None:
         env=env,
         setup=lambda: os.utime(root / "memory", ns=(time.time_ns() - 10**10,) * 2),
     )
-    report(f"`chatcli search {RARE}` after memory/ changed", touched, base, 2)
+    # Not a warm search: the first one after a save re-checks every file (no target; shown so a
+    # regression there is visible).
+    label = f"`chatcli search {RARE}` after memory/ changed"
+    print(f"{label:<48} {touched * 1000:8.1f} ms  {touched / base:5.2f}x  (first after a save)")
 
 
 if __name__ == "__main__":
