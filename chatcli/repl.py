@@ -311,11 +311,13 @@ class Chat:
                     self.session.messages = self.store.append(self.sid, event.messages)
                     if event.finish_reason == "tool_calls":
                         waiting.start()  # the model's next round
-                    if event.finish_reason == "incomplete":
+                    elif event.finish_reason == "incomplete":
                         print_error(
                             self.err,
                             "the reply broke off before it finished; what arrived is saved",
                         )
+                    elif not message_text(event.messages[-1]):
+                        print_note(self.err, "(the model sent an empty reply)")
                 elif isinstance(event, llm.Note):
                     print_note(self.err, event.text)
         except KeyboardInterrupt:

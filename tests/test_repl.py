@@ -239,3 +239,9 @@ def test_export_never_overwrites_a_file(root: Path, server: FakeOpenAI, chatcli,
     result = chatcli("new", input=f"hi\n/export {keep}\n")
     assert result.returncode == 1 and "file exists" in result.stderr
     assert keep.read_text() == "precious"
+
+
+def test_an_empty_reply_is_pointed_out(root: Path, server: FakeOpenAI, chatcli) -> None:
+    server.reply("")
+    result = chatcli("new", input="hi\n")
+    assert result.returncode == 0 and "empty reply" in result.stderr
