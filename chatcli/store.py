@@ -345,8 +345,9 @@ class Store:
         sid = str(uuid.uuid4())
         meta = {k: v for k, v in (("title", title), ("model", model), ("system", system)) if v}
         meta["created"] = _now_iso()
-        atomic_write(self.meta_path(sid), _dump_meta(meta))
-        atomic_write(self.memory_path(sid), b"[]\n")
+        with self.lock(sid):  # doctor --fix must not see the metadata as an orphan meanwhile
+            atomic_write(self.meta_path(sid), _dump_meta(meta))
+            atomic_write(self.memory_path(sid), b"[]\n")
         return sid
 
     def open(self, sid: str) -> Session:
