@@ -26,7 +26,6 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
     "timeout": ("CHATCLI_TIMEOUT", 60.0, float),
     "sql_timeout": ("CHATCLI_SQL_TIMEOUT", 5.0, float),
 }
-SETTING_NAMES = tuple(_SETTINGS)
 
 
 def storage_root(flag: Path | None = None) -> Path:
