@@ -121,6 +121,17 @@ def _complete_session(ctx: typer.Context, incomplete: str) -> list[tuple[str, st
     return [row for row in rows if row[0].startswith(incomplete.lower())][:_COMPLETIONS]
 
 
+# The ID argument of every command that takes one session (shell completion offers ids + titles).
+_SessionId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="Session id: the full uuid or any unique prefix.",
+        autocompletion=_complete_session,
+    ),
+]
+
+
 def _fail(error: ChatcliError) -> None:
     from .render import sanitize  # a path or id given on the command line may hold escapes
 
@@ -264,12 +275,7 @@ def resume(
 @app.command("attach-db")
 def attach_db(
     ctx: typer.Context,
-    session_id: Annotated[
-        str,
-        typer.Argument(
-            metavar="ID", help="Session id or unique prefix.", autocompletion=_complete_session
-        ),
-    ],
+    session_id: _SessionId,
     path: Annotated[Path, typer.Argument(help="SQLite database to copy into the session.")],
 ) -> None:
     """Attach a copy of a SQLite database to a session (your original is never modified)."""
@@ -384,12 +390,7 @@ class _Format(StrEnum):
 @app.command()
 def export(
     ctx: typer.Context,
-    session_id: Annotated[
-        str,
-        typer.Argument(
-            metavar="ID", help="Session id or unique prefix.", autocompletion=_complete_session
-        ),
-    ],
+    session_id: _SessionId,
     fmt: Annotated[
         _Format,
         typer.Option(
@@ -459,12 +460,7 @@ def import_(
 @app.command()
 def rename(
     ctx: typer.Context,
-    session_id: Annotated[
-        str,
-        typer.Argument(
-            metavar="ID", help="Session id or unique prefix.", autocompletion=_complete_session
-        ),
-    ],
+    session_id: _SessionId,
     title: Annotated[str, typer.Argument(help="The new title.")],
 ) -> None:
     """Give a session a new title."""

@@ -573,10 +573,6 @@ class Store:
         self._listing = _Index(self)
         return self._listing
 
-    def info(self, sid: str) -> SessionInfo:
-        """One listing row built straight from the files (no index)."""
-        return _build_info(self, sid)
-
 
 def _checked(sid: str) -> str:
     # Every path is built from a validated uuid, so no id can name a file outside the root.

@@ -118,7 +118,7 @@ def test_export_then_import_round_trips(example_root: Path, tmp_path: Path) -> N
     sid = result.stdout.split()[-1]
     store = Store(example_root)
     assert store.load_messages(sid) == store.load_messages(TOOLS)
-    assert store.info(sid).title == "copy"
+    assert store.infos([sid])[sid].title == "copy"
 
 
 def test_import_openai_messages_converts_tool_calls(root: Path, tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ def test_rename_changes_the_title_and_not_the_memory_file(example_root: Path) ->
     before = _digest(memory)
     result = _invoke(example_root, "rename", PLAIN[:6], "  Paris   facts ")
     assert result.exit_code == 0
-    assert Store(example_root).info(PLAIN).title == "Paris facts"
+    assert Store(example_root).infos([PLAIN])[PLAIN].title == "Paris facts"
     assert (
         json.loads(_invoke(example_root, "search", "--json", "capital").stdout)[0]["title"]
         == "Paris facts"
