@@ -1,0 +1,169 @@
+"""What real OpenAI-compatible servers stream, made into what langchain-openai understands.
+
+langchain-openai reads each streamed chunk as OpenAI sends it. Real servers differ, and
+langchain-openai then loses data (shared/FACTS.md, "Verified 2026-12"):
+- tool-call deltas are merged by ``index``: calls without one are dropped, and several calls all
+  sent with index 0 (Ollama: https://github.com/ollama/ollama/issues/7881) become one garbled call;
+  a call without ``id`` fails validation when the reply is saved;
+- thinking sent as ``delta.reasoning_content`` (DeepSeek, LM Studio:
+  https://api-docs.deepseek.com/guides/reasoning_model) or ``delta.reasoning`` (vLLM:
+  https://docs.vllm.ai/en/latest/features/reasoning_outputs.html, Ollama's /v1) is dropped;
+- whether the body ended with ``data: [DONE]`` is not visible, so a reply without a
+  ``finish_reason`` (Ollama, LiteLLM, vllm-mlx send none or "") cannot be told from a cut one.
+
+``ChatModel`` fixes the chunks before langchain-openai reads them; ``Transport`` watches the
+bytes for ``[DONE]`` and counts the HTTP tries of a request. Imported only when a model is
+needed (httpx comes with openai).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import uuid
+from typing import Any
+
+import httpx
+
+REASONING = "reasoning_content"  # where thinking is kept in a stored message (DeepSeek's name)
+_DONE = b"data: [DONE]"
+
+
+class _Progress(threading.local):
+    """What the transport saw of this thread's latest request."""
+
+    done = False
+    tries = 0
+
+
+progress = _Progress()
+
+
+def reset_progress() -> None:
+    progress.done = False
+    progress.tries = 0
+
+
+class ToolCallDeltas:
+    """Gives every streamed tool call its own index and an id, whatever the server sent."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, int] = {}
+        self._by_raw_index: dict[Any, int] = {}
+        self._named: list[bool] = []
+        self._current: int | None = None
+
+    def fix(self, delta: dict[str, Any]) -> dict[str, Any]:
+        fn = delta.get("function") if isinstance(delta.get("function"), dict) else {}
+        call_id, name, raw = delta.get("id") or None, fn.get("name") or None, delta.get("index")
+        number = self._number(call_id, name, raw)
+        first = number == len(self._named)
+        if first:
+            self._named.append(bool(name))
+            call_id = call_id or f"call_{uuid.uuid4().hex[:24]}"
+            self._by_id[call_id] = number
+        elif name and not self._named[number]:
+            self._named[number] = first = True  # the name came after the id: send it once
+        if raw is not None:
+            self._by_raw_index[raw] = number
+        self._current = number
+        return {
+            "index": number,
+            "id": call_id if first else None,
+            "type": "function",
+            "function": {"name": name if first else None, "arguments": fn.get("arguments") or ""},
+        }
+
+    def _number(self, call_id: str | None, name: str | None, raw: Any) -> int:
+        if call_id is not None:
+            return self._by_id.get(call_id, len(self._named))
+        known = self._by_raw_index.get(raw, self._current) if raw is not None else self._current
+        if known is None or (name and self._named[known]):
+            return len(self._named)  # a name where one was already given starts a new call
+        return known
+
+
+def fix_chunk(chunk: dict[str, Any], calls: ToolCallDeltas) -> str | None:
+    """Rewrite ``chunk``'s tool-call deltas in place; return its thinking text, if any."""
+    thinking = None
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for key in ("reasoning_content", "reasoning"):
+            if isinstance(delta.get(key), str) and delta[key]:
+                thinking = delta[key]
+                break
+        if isinstance(delta.get("tool_calls"), list):
+            delta["tool_calls"] = [calls.fix(d) for d in delta["tool_calls"] if isinstance(d, dict)]
+    return thinking
+
+
+@functools.cache
+def chat_model_class() -> type:
+    """ChatOpenAI with the chunk fixes (made on first use: importing langchain_openai is slow)."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import PrivateAttr
+
+    class ChatModel(ChatOpenAI):
+        _calls: Any = PrivateAttr(default=None)
+
+        def _stream(self, *args: Any, **kwargs: Any) -> Any:
+            self._calls = ToolCallDeltas()
+            reset_progress()
+            yield from super()._stream(*args, **kwargs)
+
+        def _convert_chunk_to_generation_chunk(
+            self, chunk: dict, default_chunk_class: type, base_generation_info: dict | None
+        ) -> Any:
+            thinking = fix_chunk(chunk, self._calls or ToolCallDeltas())
+            generation = super()._convert_chunk_to_generation_chunk(
+                chunk, default_chunk_class, base_generation_info
+            )
+            if thinking and generation is not None:
+                generation.message.additional_kwargs[REASONING] = thinking
+            return generation
+
+    return ChatModel
+
+
+@functools.cache
+def http_client(timeout: Any) -> Any:
+    """One HTTP client per process and timeout: TLS set-up is paid once, not on every turn."""
+    return httpx.Client(transport=Transport(httpx.HTTPTransport()), timeout=timeout)
+
+
+class _WatchedStream(httpx.SyncByteStream):
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Any:
+        tail = b""
+        for part in self._stream:
+            if not progress.done and _DONE in tail + part:
+                progress.done = True
+            tail = part[-len(_DONE) :]
+            yield part
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class Transport(httpx.BaseTransport):
+    """An httpx transport that counts tries and notices the end-of-stream marker."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        progress.tries += 1
+        response = self._inner.handle_request(request)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_WatchedStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
