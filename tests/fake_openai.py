@@ -3,6 +3,11 @@
 Responses are scripted through a FIFO queue (``reply``, ``tool_calls``, ``error``, ``drop``,
 ``truncate``, ``hang``) either in-process or over HTTP (``POST /_script``), so a server running
 in another process (``python tests/fake_openai.py``) can be driven too.
+
+``server.profile = "ollama"`` (see tests/fake_profiles.py) makes it behave like a real server
+family: where reasoning arrives, how tool calls are indexed and finished, what it refuses and
+with which body, where it tells its context size. A ``max_tokens`` in the request cuts a reply
+with finish_reason "length", as every real server does.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
+import fake_profiles
+from fake_profiles import Profile
+
+_DEFAULT = Profile("default")  # the OpenAI wire format, accepting everything
 KINDS = {"reply", "tool_calls", "error", "drop", "truncate", "hang"}
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -44,6 +53,18 @@ def _last_user_text(body: dict[str, Any]) -> str:
                 return "".join(p.get("text", "") for p in content if isinstance(p, dict))
             return str(content or "")
     return ""
+
+
+def _arguments(args: dict[str, Any] | str) -> str:
+    """Tool arguments as sent: a dict as JSON, a string as it is (so invalid JSON can be sent)."""
+    return args if isinstance(args, str) else json.dumps(args)
+
+
+class _Shape(NamedTuple):
+    parts: list[tuple[str, str]]  # (delta field, piece): content or a reasoning field
+    calls: list[tuple[str, tuple[str, dict[str, Any] | str]]]  # (id, (name, arguments))
+    finish: str | None  # None: no finish chunk
+    ids: bool  # tool-call deltas carry their id
 
 
 class _Server(ThreadingHTTPServer):
@@ -107,10 +128,20 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes --------------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        fake = self.server.fake
+        fake, profile = self.server.fake, self.server.fake.profile
+        discovery = profile.discovery
         if self.path.rstrip("/") == "/v1/models":
-            model = {"id": fake.model, "object": "model", "created": 0, "owned_by": "fake"}
-            self._send_json(200, {"object": "list", "data": [model]})
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models
+            ]
+            if discovery == "vllm":  # vllm-project/vllm#4643
+                for d in data:
+                    d["max_model_len"] = profile.n_ctx
+            self._send_json(200, {"object": "list", "data": data})
+        elif self.path == "/health" and discovery == "llamacpp":
+            self._send_json(200, {"status": "ok"})
+        elif self.path.split("?")[0] == "/props" and discovery == "llamacpp":
+            self._send_json(200, fake_profiles.llamacpp_props(profile, fake.model))
         elif self.path == "/_requests":
             self._send_json(200, fake.requests)
         else:
@@ -126,7 +157,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, {"ok": True, "pending": fake.pending})
             elif self.path.rstrip("/") == "/v1/chat/completions":
                 fake._record(body)
-                self._complete(body, fake._next_script(body))
+                refused = fake_profiles.refusal(fake.profile, body, fake.models)
+                if refused:
+                    self._send_json(*refused)
+                else:
+                    self._complete(body, fake._next_script(body))
+            elif self.path == "/api/show" and fake.profile.discovery == "ollama":
+                name = str((body or {}).get("model") or (body or {}).get("name") or "")
+                if name in fake.models:
+                    self._send_json(200, fake_profiles.ollama_show(fake.profile, name))
+                else:  # Ollama's native API error shape
+                    self._send_json(404, {"error": f"model '{name}' not found"})
             else:
                 self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
         except (ValueError, KeyError, TypeError) as exc:  # bad JSON / bad script
@@ -151,20 +192,51 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._whole(body, script)
 
+    def _shape(self, body: dict[str, Any], script: dict[str, Any]) -> _Shape:
+        """What this script streams under the server's profile."""
+        profile = self.server.fake.profile
+        calls = list(zip(script.get("_ids", []), script.get("calls", []), strict=True))
+        if profile.ignore_tools:
+            calls = []  # the template never showed the model its tools
+        parts: list[tuple[str, str]] = []
+        if script.get("reasoning"):
+            thought = split_text(script["reasoning"])
+            if profile.reasoning == "think":  # inline, as llama.cpp --reasoning-format none
+                parts += [("content", p) for p in ["<think>", *thought, "</think>\n\n"]]
+            else:
+                parts += [(profile.reasoning, p) for p in thought]
+        parts += [
+            ("content", p) for p in split_text(script.get("text", ""), script.get("chunk_size"))
+        ]
+        finish = profile.tool_finish if calls else profile.reply_finish
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if limit and not calls and len(parts) > int(limit):  # one piece ~ one token
+            parts, finish = parts[: int(limit)], "length"
+        if "finish" in script:  # a per-request override; None: no finish chunk at all
+            finish = script["finish"]
+        return _Shape(parts, calls, finish, bool(script.get("ids", profile.tool_ids)))
+
     def _whole(self, body: dict[str, Any], script: dict[str, Any]) -> None:
         """Non-streaming chat.completion for the same scripts."""
-        kind, text = script["kind"], script.get("text", "")
-        content = (text or None) if kind == "tool_calls" else text
+        kind, shape = script["kind"], self._shape(body, script)
+        text = "".join(p for f, p in shape.parts if f == "content")
+        content = (text or None) if shape.calls else text
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
-        finish: str | None = {"reply": "stop", "tool_calls": "tool_calls"}.get(kind)
-        if kind == "tool_calls":
+        thought = "".join(p for f, p in shape.parts if f != "content")
+        if thought:
+            message[self.server.fake.profile.reasoning] = thought
+        if shape.calls:
             message["tool_calls"] = [
-                {"id": cid, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
-                for cid, (n, a) in zip(script["_ids"], script["calls"], strict=True)
+                {
+                    **({"id": cid} if shape.ids else {}),
+                    "type": "function",
+                    "function": {"name": n, "arguments": _arguments(a)},
+                }
+                for cid, (n, a) in shape.calls
             ]
         obj = self.server.fake._envelope(body, "chat.completion")
         obj["choices"] = [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": shape.finish}
         ]
         obj["usage"] = self.server.fake._usage(body, text)
         if kind != "drop":
@@ -180,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, body: dict[str, Any], script: dict[str, Any]) -> None:
         fake, kind = self.server.fake, script["kind"]
-        text, delay = script.get("text", ""), float(script.get("delay", 0.0))
+        delay = float(script.get("delay", 0.0))
+        shape = self._shape(body, script)
         base = fake._envelope(body, "chat.completion.chunk")
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -194,24 +267,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
         events: list[dict[str, Any]] = [chunk({"role": "assistant", "content": ""})]
-        pieces = split_text(text, script.get("chunk_size"))
+        parts = shape.parts
         if kind == "drop":
-            pieces = pieces[: int(script.get("after_chunks", 2))]
-        events += [chunk({"content": p}) for p in pieces]
-        for i, (cid, (name, args)) in enumerate(
-            zip(script.get("_ids", []), script.get("calls", []), strict=True)
-        ):
-            head = {
-                "index": i,
-                "id": cid,
-                "type": "function",
-                "function": {"name": name, "arguments": ""},
-            }
+            parts = parts[: int(script.get("after_chunks", 2))]
+        events += [chunk({name: p}) for name, p in parts]
+        index_style = fake.profile.tool_index
+        for i, (cid, (name, args)) in enumerate(shape.calls):
+            head: dict[str, Any] = {}
+            if index_style != "omit":
+                head["index"] = i if index_style == "seq" else 0
+            if shape.ids:
+                head["id"] = cid
+            head["type"] = "function"
+            head["function"] = {"name": name, "arguments": ""}
+            text = _arguments(args)
+            if index_style != "seq":  # Ollama sends each call whole, in one delta
+                head["function"]["arguments"] = text
+                events.append(chunk({"tool_calls": [head]}))
+                continue
             events.append(chunk({"tool_calls": [head]}))
             # Several argument pieces per call, so clients must concatenate by index.
             events += [
                 chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
-                for p in split_text(json.dumps(args), max(1, len(json.dumps(args)) // 3))
+                for p in split_text(text, max(1, len(text) // 3))
             ]
 
         for n, ev in enumerate(events):
@@ -223,8 +301,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._abort()  # no finish chunk, no [DONE], no terminating 0-chunk
             return
         if kind != "truncate":
-            self._event(chunk({}, "tool_calls" if kind == "tool_calls" else "stop"))
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if shape.finish is not None:
+                self._event(chunk({}, shape.finish))
+            if script.get("usage") or (body.get("stream_options") or {}).get("include_usage"):
+                text = "".join(p for _, p in shape.parts)
                 self._event({**base, "choices": [], "usage": fake._usage(body, text)})
             self._event("[DONE]")
         self._chunk(b"")  # clean end of the chunked body
@@ -233,8 +313,18 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeOpenAI:
     """Scriptable OpenAI-compatible server on 127.0.0.1; use as a context manager."""
 
-    def __init__(self, port: int = 0, *, model: str = "gpt-fake", verbose: bool = False) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        model: str = "gpt-fake",
+        verbose: bool = False,
+        profile: str | Profile | None = None,
+    ) -> None:
         self.model = model
+        self.models: list[str] = [model]  # GET /v1/models; profiles with model_error check it
+        self._profile = _DEFAULT
+        self.profile = profile
         self.verbose = verbose
         self._lock = threading.Condition()
         self._queue: deque[dict[str, Any]] = deque()
@@ -253,6 +343,15 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def profile(self) -> Profile:
+        """The server family imitated (tests/fake_profiles.py); set a name, a Profile or None."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: str | Profile | None) -> None:
+        self._profile = fake_profiles.get(value) or _DEFAULT
 
     @property
     def requests(self) -> list[Any]:
@@ -278,17 +377,42 @@ class FakeOpenAI:
             raise ValueError(f"unknown script kind: {script.get('kind')!r}")
         script = dict(script)
         if script["kind"] == "tool_calls":
-            script["calls"] = [(str(n), dict(a)) for n, a in script.get("calls", [])]
+            script["calls"] = [
+                (str(n), a if isinstance(a, str) else dict(a)) for n, a in script.get("calls", [])
+            ]
         with self._lock:
             self._queue.append(script)
 
-    def reply(self, text: str, *, chunk_size: int | None = None, delay: float = 0.0) -> None:
-        """Stream `text` (split into word-ish or chunk_size pieces), then finish_reason stop."""
-        self.enqueue({"kind": "reply", "text": text, "chunk_size": chunk_size, "delay": delay})
+    def reply(
+        self,
+        text: str,
+        *,
+        chunk_size: int | None = None,
+        delay: float = 0.0,
+        reasoning: str = "",
+        **extra: Any,
+    ) -> None:
+        """Stream `reasoning` (in the profile's field) then `text` (word-ish or chunk_size
+        pieces), then the profile's finish_reason. `extra`: finish= (None: no finish chunk),
+        usage=True (a usage chunk with empty choices even unasked)."""
+        self.enqueue(
+            {
+                "kind": "reply",
+                "text": text,
+                "chunk_size": chunk_size,
+                "delay": delay,
+                "reasoning": reasoning,
+                **extra,
+            }
+        )
 
-    def tool_calls(self, calls: list[tuple[str, dict[str, Any]]], *, text: str = "") -> None:
-        """Stream assistant tool calls (optionally after some text); finish_reason tool_calls."""
-        self.enqueue({"kind": "tool_calls", "calls": list(calls), "text": text})
+    def tool_calls(
+        self, calls: list[tuple[str, dict[str, Any] | str]], *, text: str = "", **extra: Any
+    ) -> None:
+        """Stream assistant tool calls (optionally after some text); finish_reason tool_calls.
+        Arguments given as a string are sent as they are (invalid JSON included). `extra`:
+        reasoning=, finish=, usage= as for reply; ids=False sends no call ids."""
+        self.enqueue({"kind": "tool_calls", "calls": list(calls), "text": text, **extra})
 
     def error(self, status: int = 500, message: str = "boom") -> None:
         """Answer with an HTTP error and an OpenAI-style JSON error body."""
@@ -379,8 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--script", help="JSON file: one script dict or a list of them")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    parser.add_argument("--profile", choices=sorted(fake_profiles.PROFILES))
     args = parser.parse_args(argv)
-    server = FakeOpenAI(args.port, verbose=args.verbose)
+    server = FakeOpenAI(args.port, verbose=args.verbose, profile=args.profile)
     if args.script:
         with open(args.script, encoding="utf-8") as fh:
             data = json.load(fh)
