@@ -1,0 +1,148 @@
+"""What a model server says about itself: its context size, its models, whether it takes tools.
+
+Plain ``urllib`` on purpose: it is asked in the background while LangChain is still importing.
+Every question is optional: a server that does not answer one simply leaves that fact unknown.
+- llama.cpp ``GET /props``: ``default_generation_settings.n_ctx`` and ``chat_template_caps``
+  (https://github.com/ggml-org/llama.cpp/blob/master/tools/server/README.md, "GET /props").
+- vLLM ``GET /v1/models``: ``max_model_len`` on each model
+  (https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html).
+- Ollama ``POST /api/show``: ``parameters`` holds ``num_ctx`` when set; Ollama's default context
+  is 4096 tokens otherwise (https://github.com/ollama/ollama/blob/main/docs/api.md#show-model-information,
+  https://github.com/ollama/ollama/blob/main/docs/faq.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PROBE_SECONDS = 2.0
+OLLAMA_DEFAULT_CONTEXT = 4096
+_MAX_BODY = 4 * 1024 * 1024  # /props carries the whole chat template: bounded, never unbounded
+
+
+@dataclass
+class ServerFacts:
+    """What is known about one server (and model); None means "not said"."""
+
+    context: int | None = None  # tokens
+    tools: bool | None = None  # False: the server said it cannot take tools
+    stream_usage: bool = True  # False: the server refused ``stream_options``
+    models: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ServerFacts:
+        if not isinstance(data, dict):
+            return cls()
+        context = data.get("context")
+        tools = data.get("tools")
+        models = data.get("models")
+        return cls(
+            context=context if isinstance(context, int) and context > 0 else None,
+            tools=tools if isinstance(tools, bool) else None,
+            stream_usage=data.get("stream_usage") is not False,
+            models=[m for m in models if isinstance(m, str)] if isinstance(models, list) else [],
+        )
+
+
+def root_of(base_url: str) -> str:
+    """``http://host:port`` for ``http://host:port/v1``: llama.cpp and Ollama answer at the root."""
+    return re.sub(r"/v1/?$", "", base_url.rstrip("/"))
+
+
+def probe(
+    base_url: str, model: str, api_key: str, *, timeout: float = PROBE_SECONDS
+) -> ServerFacts:
+    """Ask the server what it says about itself. Never raises; unknowns stay None."""
+    facts = ServerFacts()
+    models = _get(f"{base_url.rstrip('/')}/models", api_key, timeout)
+    if isinstance(models, dict) and isinstance(models.get("data"), list):
+        for entry in models["data"]:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                facts.models.append(entry["id"])
+                length = entry.get("max_model_len")  # vLLM
+                if entry["id"] == model and isinstance(length, int) and length > 0:
+                    facts.context = length
+    root = root_of(base_url)
+    props = _get(f"{root}/props", api_key, timeout)
+    if isinstance(props, dict):  # llama.cpp
+        settings = props.get("default_generation_settings")
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        n_ctx = n_ctx if isinstance(n_ctx, int) else props.get("n_ctx")
+        if isinstance(n_ctx, int) and n_ctx > 0:
+            facts.context = n_ctx
+        caps = props.get("chat_template_caps")
+        if isinstance(caps, dict) and isinstance(caps.get("supports_tools"), bool):
+            facts.tools = caps["supports_tools"]
+    elif facts.context is None:
+        show = _post(f"{root}/api/show", {"model": model}, api_key, timeout)
+        if isinstance(show, dict) and ("model_info" in show or "parameters" in show):  # Ollama
+            found = re.search(r"num_ctx\s+(\d+)", str(show.get("parameters") or ""))
+            facts.context = int(found.group(1)) if found else OLLAMA_DEFAULT_CONTEXT
+            capabilities = show.get("capabilities")
+            if isinstance(capabilities, list):
+                facts.tools = "tools" in capabilities
+    return facts
+
+
+def context_from_error(message: str) -> int | None:
+    """The context size a context-length error names, if it names one.
+
+    llama.cpp: "request (5000 tokens) exceeds the available context size (4096 tokens), try
+    increasing it"; OpenAI and vLLM: "This model's maximum context length is 8192 tokens...".
+    """
+    for pattern in (r"context size \((\d+) tokens\)", r"maximum context length is (\d+)"):
+        found = re.search(pattern, message)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def is_context_error(message: str) -> bool:
+    lowered = message.lower()
+    return any(
+        words in lowered
+        for words in (
+            "exceeds the available context size",  # llama.cpp
+            "maximum context length",  # OpenAI, vLLM
+            "context_length_exceeded",  # OpenAI's code
+            "context length",  # LM Studio, LiteLLM
+            "prompt is too long",
+        )
+    )
+
+
+def _get(url: str, api_key: str, timeout: float) -> Any:
+    return _fetch(urllib.request.Request(url, headers=_headers(api_key)), timeout)
+
+
+def _post(url: str, body: dict[str, Any], api_key: str, timeout: float) -> Any:
+    data = json.dumps(body).encode()
+    headers = {**_headers(api_key), "Content-Type": "application/json"}
+    return _fetch(urllib.request.Request(url, data=data, headers=headers), timeout)
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key.isascii() else {}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the API key must never follow a redirect to another host
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def _fetch(request: urllib.request.Request, timeout: float) -> Any:
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            return json.loads(response.read(_MAX_BODY))
+    except Exception:  # not this kind of server, not reachable, not JSON: the fact stays unknown
+        return None
