@@ -2,43 +2,36 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import DAMAGED
+from conftest import (
+    DAMAGED,
+    PLAIN,
+    TOOLS,
+    digest,
+    help_commands,
+    human,
+    invoke,
+    make_db,
+    tree_digest,
+)
 from typer.testing import CliRunner
 
 from chatcli.cli import app
-
-PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
-TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.parent.name in ("memory", "db")
-    }
-
-
-def _invoke(root: Path, *args: str):
-    return CliRunner().invoke(app, ["--storage", str(root), *args])
 
 
 def test_help_explains_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("new", "resume", "list", "attach-db"):
-        assert name in result.output
+    assert {"new", "resume", "list", "attach-db"} <= set(help_commands(result.output))
 
 
 def test_list_json_has_the_documented_fields(example_root: Path) -> None:
-    result = _invoke(example_root, "list", "--json")
+    result = invoke(example_root, "list", "--json")
     assert result.exit_code == 0
     rows = {r["id"]: r for r in json.loads(result.stdout)}
     assert set(rows[PLAIN]) >= {"id", "title", "messages", "updated", "db"}
@@ -53,7 +46,7 @@ def test_list_is_newest_first_and_limited(root: Path, chatcli) -> None:
     store = Store(root)
     ids = [store.create(title=f"s{i}") for i in range(5)]
     for i, sid in enumerate(ids):  # make their order unambiguous
-        store.append(sid, [{"type": "human", "data": {"content": f"m{i}"}}])
+        store.append(sid, [human(f"m{i}")])
     rows = json.loads(chatcli("list", "--json", "-n", "3").stdout)
     assert [r["title"] for r in rows] == ["s4", "s3", "s2"]
     table = chatcli("list", "-n", "2").stdout
@@ -69,18 +62,18 @@ def test_list_plain_output_has_no_escape_codes(example_root: Path, chatcli) -> N
 def test_list_marks_damaged_files_and_still_succeeds(tmp_path: Path, chatcli) -> None:
     root = tmp_path / "damaged"
     shutil.copytree(DAMAGED, root)
-    before = _tree(root)
+    before = tree_digest(root)
     result = chatcli("list", CHATCLI_STORAGE=str(root))
     assert result.returncode == 0
     assert result.stdout.count("DAMAGED") == 4
-    assert _tree(root) == before
+    assert tree_digest(root) == before
 
 
 def test_list_never_writes_into_memory_or_db(example_root: Path, chatcli) -> None:
-    before = _tree(example_root)
+    before = tree_digest(example_root)
     chatcli("list", CHATCLI_STORAGE=str(example_root))
     chatcli("list", "--json", CHATCLI_STORAGE=str(example_root))
-    assert _tree(example_root) == before
+    assert tree_digest(example_root) == before
 
 
 @pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "..", "nope"])
@@ -94,14 +87,14 @@ def test_resume_refuses_what_is_not_a_session(example_root: Path, chatcli, ref: 
 def test_resume_of_a_damaged_file_names_it_and_leaves_it(tmp_path: Path, chatcli) -> None:
     root = tmp_path / "damaged"
     shutil.copytree(DAMAGED, root)
-    before = _tree(root)
+    before = tree_digest(root)
     result = chatcli("resume", "1111", CHATCLI_STORAGE=str(root), input="hello\n")
     assert result.returncode == 1
     assert (
         "damaged" in result.stderr and "11111111-1111-4111-8111-111111111111.json" in result.stderr
     )
     assert len(result.stderr.strip().splitlines()) == 1
-    assert _tree(root) == before
+    assert tree_digest(root) == before
 
 
 def test_ambiguous_prefix_lists_the_candidates(root: Path, chatcli) -> None:
@@ -120,25 +113,16 @@ def test_resume_last_needs_a_session(chatcli) -> None:
     assert "no sessions yet" in result.stderr
 
 
-def _make_db(path: Path) -> Path:
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE t(x)")
-    con.execute("INSERT INTO t VALUES (1), (2)")
-    con.commit()
-    con.close()
-    return path
-
-
 def test_attach_db_copies_and_never_touches_the_original(
     example_root: Path, tmp_path: Path, chatcli
 ) -> None:
-    src = _make_db(tmp_path / "data.db")
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    src = make_db(tmp_path / "data.db")
+    before = digest(src)
     result = chatcli("attach-db", PLAIN[:8], str(src), CHATCLI_STORAGE=str(example_root))
     assert result.returncode == 0, result.stderr
     copy = example_root / "db" / f"{PLAIN}.db"
-    assert sqlite3.connect(copy).execute("SELECT count(*) FROM t").fetchone() == (2,)
-    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
+    assert sqlite3.connect(copy).execute("SELECT count(*) FROM t").fetchone() == (3,)
+    assert digest(src) == before
     listed = {
         r["id"]: r
         for r in json.loads(chatcli("list", "--json", CHATCLI_STORAGE=str(example_root)).stdout)
@@ -159,18 +143,18 @@ def test_attach_db_refuses_bad_files_and_keeps_the_old_attachment(
         bad.write_bytes(b"SQLite format 3\x00" + b"\xff" * 2000)
     elif kind == "empty":
         bad.write_bytes(b"")
-    before = _tree(example_root)
+    before = tree_digest(example_root)
     result = chatcli("attach-db", TOOLS, str(bad), CHATCLI_STORAGE=str(example_root))
     assert result.returncode != 0
     assert result.stderr.startswith("chatcli: error:") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert _tree(example_root) == before
+    assert tree_digest(example_root) == before
 
 
 def test_attach_db_to_an_unknown_session_is_refused(
     example_root: Path, tmp_path: Path, chatcli
 ) -> None:
-    src = _make_db(tmp_path / "data.db")
+    src = make_db(tmp_path / "data.db")
     result = chatcli("attach-db", "ffffffff", str(src), CHATCLI_STORAGE=str(example_root))
     assert result.returncode == 2
     assert "no session" in result.stderr

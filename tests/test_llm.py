@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
+import langchain_core.messages
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    HumanMessage,
+    ToolMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+from langchain_core.messages.utils import count_tokens_approximately
 
 from chatcli.llm import prepare_messages
 
@@ -79,7 +88,21 @@ def test_dangling_tool_calls_and_orphan_results_are_not_sent() -> None:
     assert [m.type for m in sent] == ["human", "human", "ai"]
 
 
-def test_a_huge_history_only_converts_its_tail() -> None:
+def test_a_huge_history_only_converts_its_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    converted: list[int] = []
+
+    def counting(dicts: list[dict]) -> list:
+        converted.append(len(dicts))
+        return messages_from_dict(dicts)
+
+    monkeypatch.setattr(langchain_core.messages, "messages_from_dict", counting)
     history = _long_history(2500)  # 10,000 messages
     sent = prepare_messages(history, system=None, budget=2000)
-    assert len(sent) < 100
+    assert 0 < sum(converted) < 100  # a tail, not all 10,000
+    # ... and what is sent is what trimming the whole history would send: the newest whole
+    # turns within the budget, one more turn would be over it
+    assert sent[0].type == "human"
+    assert [m.content for m in sent] == [m["data"]["content"] for m in history[-len(sent) :]]
+    assert count_tokens_approximately(sent) <= 2000
+    one_more_turn = messages_from_dict(history[-len(sent) - 4 :])
+    assert count_tokens_approximately(one_more_turn) > 2000

@@ -3,21 +3,17 @@ them: Typer's CliRunner, the installed chatcli as a subprocess, and a real pty f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import CHATCLI
+from conftest import CHATCLI, PLAIN, TOOLS, digest, help_commands, invoke, tree_digest
 from typer.testing import CliRunner
 
 from chatcli.cli import app
 from chatcli.store import Store
-
-PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
-TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
 
 OPENAI_CHAT = [
     {"role": "system", "content": "You answer questions about the user's database."},
@@ -41,20 +37,7 @@ OPENAI_CHAT = [
 ]
 
 
-def _invoke(root: Path, *args: str, input: str | bytes | None = None):
-    return CliRunner().invoke(app, ["--storage", str(root), *args], input=input)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): _digest(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.parent.name in ("memory", "db", "meta")
-    }
+USER_FILES = ("memory", "db", "meta")  # what rm, restore and a refused import must keep intact
 
 
 def _sessions(root: Path) -> list[str]:
@@ -63,8 +46,8 @@ def _sessions(root: Path) -> list[str]:
 
 def test_help_lists_the_new_commands() -> None:
     result = CliRunner().invoke(app, ["--help"])
-    for name in ("search", "export", "import", "rename", "rm", "--install-completion"):
-        assert name in result.output
+    assert {"search", "export", "import", "rename", "rm"} <= set(help_commands(result.output))
+    assert "--install-completion" in result.output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +55,7 @@ def test_help_lists_the_new_commands() -> None:
 
 
 def test_export_markdown_shows_tool_calls_and_sql(example_root: Path) -> None:
-    result = _invoke(example_root, "export", TOOLS[:8])
+    result = invoke(example_root, "export", TOOLS[:8])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("# How many customers do we have?")
     assert "```sql\nSELECT count(*) FROM customers\n```" in result.stdout
@@ -80,20 +63,20 @@ def test_export_markdown_shows_tool_calls_and_sql(example_root: Path) -> None:
 
 
 def test_export_json_is_the_sessions_messages(example_root: Path) -> None:
-    result = _invoke(example_root, "export", PLAIN, "--format", "json")
+    result = invoke(example_root, "export", PLAIN, "--format", "json")
     assert result.exit_code == 0
     memory = example_root / "memory" / f"{PLAIN}.json"
     assert json.loads(result.stdout) == json.loads(memory.read_text())
 
 
 def test_export_of_an_empty_session_is_an_empty_array(example_root: Path) -> None:
-    result = _invoke(example_root, "export", "9a1f", "-f", "json")  # zero-byte memory file
+    result = invoke(example_root, "export", "9a1f", "-f", "json")  # zero-byte memory file
     assert result.exit_code == 0 and json.loads(result.stdout) == []
 
 
 def test_export_to_a_file(example_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.md"
-    result = _invoke(example_root, "export", PLAIN, "-o", str(out))
+    result = invoke(example_root, "export", PLAIN, "-o", str(out))
     assert result.exit_code == 0 and result.stdout == ""
     assert "The capital of France is **Paris**." in out.read_text()
 
@@ -112,8 +95,8 @@ def test_export_of_a_damaged_session_is_one_line(tmp_path: Path, chatcli) -> Non
 
 def test_export_then_import_round_trips(example_root: Path, tmp_path: Path) -> None:
     exported = tmp_path / "s.json"
-    _invoke(example_root, "export", TOOLS, "-f", "json", "-o", str(exported))
-    result = _invoke(example_root, "import", str(exported), "--title", "copy")
+    invoke(example_root, "export", TOOLS, "-f", "json", "-o", str(exported))
+    result = invoke(example_root, "import", str(exported), "--title", "copy")
     assert result.exit_code == 0, result.output
     sid = result.stdout.split()[-1]
     store = Store(example_root)
@@ -124,7 +107,7 @@ def test_export_then_import_round_trips(example_root: Path, tmp_path: Path) -> N
 def test_import_openai_messages_converts_tool_calls(root: Path, tmp_path: Path) -> None:
     src = tmp_path / "openai.json"
     src.write_text(json.dumps(OPENAI_CHAT))
-    result = _invoke(root, "import", str(src))
+    result = invoke(root, "import", str(src))
     assert result.exit_code == 0, result.output
     assert "imported 5 messages" in result.stdout
     messages = Store(root).load_messages(result.stdout.split()[-1])
@@ -146,7 +129,7 @@ def test_import_openai_messages_converts_tool_calls(root: Path, tmp_path: Path) 
 
 
 def test_import_from_stdin(root: Path) -> None:
-    result = _invoke(root, "import", "-", input=json.dumps(OPENAI_CHAT[1:2]))
+    result = invoke(root, "import", "-", input=json.dumps(OPENAI_CHAT[1:2]))
     assert result.exit_code == 0
     assert Store(root).list_sessions()[0].title == "How many orders?"
 
@@ -199,7 +182,7 @@ def test_a_bad_file_is_one_line_and_creates_nothing(
 
 
 def test_import_of_a_missing_file_is_one_line(root: Path, tmp_path: Path) -> None:
-    result = _invoke(root, "import", str(tmp_path / "nope.json"))
+    result = invoke(root, "import", str(tmp_path / "nope.json"))
     assert result.exit_code == 1 and "cannot read" in result.stderr
     assert _sessions(root) == []
 
@@ -210,19 +193,19 @@ def test_import_of_a_missing_file_is_one_line(root: Path, tmp_path: Path) -> Non
 
 def test_rename_changes_the_title_and_not_the_memory_file(example_root: Path) -> None:
     memory = example_root / "memory" / f"{PLAIN}.json"
-    before = _digest(memory)
-    result = _invoke(example_root, "rename", PLAIN[:6], "  Paris   facts ")
+    before = digest(memory)
+    result = invoke(example_root, "rename", PLAIN[:6], "  Paris   facts ")
     assert result.exit_code == 0
     assert Store(example_root).infos([PLAIN])[PLAIN].title == "Paris facts"
     assert (
-        json.loads(_invoke(example_root, "search", "--json", "capital").stdout)[0]["title"]
+        json.loads(invoke(example_root, "search", "--json", "capital").stdout)[0]["title"]
         == "Paris facts"
     )
-    assert _digest(memory) == before
+    assert digest(memory) == before
 
 
 def test_rename_to_nothing_is_refused(example_root: Path) -> None:
-    result = _invoke(example_root, "rename", PLAIN, "   ")
+    result = invoke(example_root, "rename", PLAIN, "   ")
     assert result.exit_code == 2 and "title is empty" in result.output
 
 
@@ -231,59 +214,59 @@ def test_rename_to_nothing_is_refused(example_root: Path) -> None:
 
 
 def test_rm_moves_every_file_to_the_trash_unchanged(example_root: Path) -> None:
-    _invoke(example_root, "rename", TOOLS, "keep my meta")
-    before = _tree(example_root)
-    result = _invoke(example_root, "rm", "--yes", TOOLS[:8])
+    invoke(example_root, "rename", TOOLS, "keep my meta")
+    before = tree_digest(example_root, USER_FILES)
+    result = invoke(example_root, "rm", "--yes", TOOLS[:8])
     assert result.exit_code == 0, result.output
     trash = example_root / "trash" / TOOLS
     for folder in ("memory", "meta", "db"):
         name = f"{TOOLS}.db" if folder == "db" else f"{TOOLS}.json"
         assert not (example_root / folder / name).exists()
-        assert _digest(trash / folder / name) == before[f"{folder}/{name}"]
-    assert TOOLS not in _invoke(example_root, "list", "--json").stdout
-    assert _invoke(example_root, "search", "customers").exit_code == 1
+        assert digest(trash / folder / name) == before[f"{folder}/{name}"]
+    assert TOOLS not in invoke(example_root, "list", "--json").stdout
+    assert invoke(example_root, "search", "customers").exit_code == 1
 
 
 def test_restore_brings_back_exactly_what_was_removed(example_root: Path) -> None:
-    search_first = _invoke(example_root, "search", "customers")
+    search_first = invoke(example_root, "search", "customers")
     assert search_first.exit_code == 0
-    before = _tree(example_root)
-    _invoke(example_root, "rm", "-y", TOOLS, PLAIN)
-    result = _invoke(example_root, "rm", "--restore", TOOLS[:4], PLAIN[:4])
+    before = tree_digest(example_root, USER_FILES)
+    invoke(example_root, "rm", "-y", TOOLS, PLAIN)
+    result = invoke(example_root, "rm", "--restore", TOOLS[:4], PLAIN[:4])
     assert result.exit_code == 0, result.output
-    assert _tree(example_root) == before
+    assert tree_digest(example_root, USER_FILES) == before
     assert not (example_root / "trash" / TOOLS).exists()
-    assert _invoke(example_root, "search", "customers").exit_code == 0
+    assert invoke(example_root, "search", "customers").exit_code == 0
 
 
 def test_restore_refuses_when_the_session_exists_again(example_root: Path) -> None:
     memory = example_root / "memory" / f"{PLAIN}.json"
-    _invoke(example_root, "rm", "-y", PLAIN)
+    invoke(example_root, "rm", "-y", PLAIN)
     memory.write_text("[]")  # a session with that id came back (a backup, another tool)
-    result = _invoke(example_root, "rm", "--restore", PLAIN)
+    result = invoke(example_root, "rm", "--restore", PLAIN)
     assert result.exit_code == 1 and "exists again" in result.stderr
     assert memory.read_text() == "[]"
     assert (example_root / "trash" / PLAIN / "memory" / f"{PLAIN}.json").exists()
 
 
 def test_rm_with_an_unknown_id_removes_nothing(example_root: Path) -> None:
-    before = _tree(example_root)
-    result = _invoke(example_root, "rm", "-y", PLAIN, "ffffffff")
+    before = tree_digest(example_root, USER_FILES)
+    result = invoke(example_root, "rm", "-y", PLAIN, "ffffffff")
     assert result.exit_code == 2 and "no session matches 'ffffffff'" in result.stderr
-    assert _tree(example_root) == before
+    assert tree_digest(example_root, USER_FILES) == before
 
 
 def test_restore_of_a_session_not_in_the_trash(example_root: Path) -> None:
-    result = _invoke(example_root, "rm", "--restore", PLAIN)
+    result = invoke(example_root, "rm", "--restore", PLAIN)
     assert result.exit_code == 2 and "no trashed session" in result.stderr
 
 
 def test_rm_with_piped_input_and_no_yes_refuses(example_root: Path, chatcli) -> None:
-    before = _tree(example_root)
+    before = tree_digest(example_root, USER_FILES)
     result = chatcli("rm", PLAIN, CHATCLI_STORAGE=str(example_root), input="y\n")
     assert result.returncode == 2
     assert "without confirmation" in result.stderr and "--yes" in result.stderr
-    assert _tree(example_root) == before
+    assert tree_digest(example_root, USER_FILES) == before
 
 
 @pytest.mark.parametrize("answer, removed", [("y", True), ("n", False), ("", False)])
@@ -335,21 +318,17 @@ def test_every_id_argument_completes_by_prefix(example_root: Path, chatcli, comm
 
 
 def test_restore_completes_the_trashed_ids(example_root: Path, chatcli) -> None:
-    _invoke(example_root, "rm", "-y", PLAIN)
+    invoke(example_root, "rm", "-y", PLAIN)
     out = _complete(chatcli, example_root, "chatcli rm --restore ")
     assert PLAIN in out and TOOLS not in out
 
 
 def test_export_to_an_existing_file_needs_force(example_root: Path, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from chatcli.cli import app
-
     out = tmp_path / "t.md"
     out.write_text("precious")
-    args = ["--storage", str(example_root), "export", "0b7c", "-o", str(out)]
-    result = CliRunner().invoke(app, args)
+    args = ["export", "0b7c", "-o", str(out)]
+    result = invoke(example_root, *args)
     assert result.exit_code == 1 and "file exists" in result.stderr
     assert out.read_text() == "precious"
-    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+    assert invoke(example_root, *args, "--force").exit_code == 0
     assert out.read_text().startswith("# What is the capital")
