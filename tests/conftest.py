@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fake_openai import FakeOpenAI
+from realserver import llama_server_factory  # noqa: F401  (a fixture)
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
@@ -278,13 +279,11 @@ def capture_console(
 ) -> Console:
     """A Rich Console writing to a StringIO, as a terminal or a pipe. ``_environ={}``, as Rich's
     own tests do, so the runner's COLUMNS, NO_COLOR or TERM cannot change what is rendered."""
-    return Console(
-        file=io.StringIO(),
-        force_terminal=terminal,
-        width=width,
-        color_system=color_system if terminal else None,
-        _environ={},
-    )
+    from chatcli.render import Terminal  # the test context, as the CLI's own consoles are made
+
+    return Terminal.in_memory(
+        terminal=terminal, width=width, color_system=color_system if terminal else None
+    ).out
 
 
 def console_output(console: Console) -> str:

@@ -134,9 +134,11 @@ class _Handler(BaseHTTPRequestHandler):
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in fake.models
             ]
-            if discovery == "vllm":  # vllm-project/vllm#4643
-                for d in data:
+            for d in data:
+                if discovery == "vllm":  # vllm-project/vllm#4643
                     d["max_model_len"] = profile.n_ctx
+                elif discovery == "llamacpp":  # as a real llama-server answers
+                    d["meta"] = {"n_ctx": profile.n_ctx, "n_ctx_train": 32768}
             self._send_json(200, {"object": "list", "data": data})
         elif self.path == "/health" and discovery == "llamacpp":
             self._send_json(200, {"status": "ok"})

@@ -49,13 +49,18 @@ LLAMACPP_NO_JINJA: Refusal = (
     },
 )
 # The Jinja raise_exception of Gemma/Mistral templates (llama.cpp models/templates/
-# google-gemma-2-2b-it.jinja), reported by llama-server as an invalid request.
+# google-gemma-2-2b-it.jinja), as the real llama-server reports it for tests/templates/
+# gemma_strict.jinja (copied from its answer; the source excerpt differs per template).
 LLAMACPP_ALTERNATE: Refusal = (
     400,
     {
         "error": {
             "code": 400,
-            "message": "Conversation roles must alternate user/assistant/user/assistant/...",
+            "message": "Unable to generate parser for this template. Automatic parser generation "
+            "failed: \n------------\nWhile executing CallExpression at line 14, column 27 in "
+            "source:\n...% 2 == 0) -%}\u21b5        {{ raise_exception('Conversation roles must "
+            "alternate user...\n                                           ^\nError: Jinja "
+            "Exception: Conversation roles must alternate user/assistant/user/assistant/...",
             "type": "invalid_request_error",
         }
     },
@@ -353,7 +358,8 @@ def fill(template: Any, **values: Any) -> Any:
         m = re.fullmatch(r"\{(\w+):int\}", template)
         if m:
             return int(values[m.group(1)])
-        return template.format(**values) if "{" in template else template
+        # only the known placeholders: real messages quote template source, braces included
+        return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m[1], m[0])), template)
     return template
 
 
@@ -431,11 +437,17 @@ def llamacpp_props(profile: Profile, model_path: str) -> Body:
         "total_slots": 1,
         "model_path": model_path,
         "chat_template": "{{ messages }}",
+        # the keys a real llama-server sends (tests/test_llama_server.py)
         "chat_template_caps": {
-            "supports_tools": tools,
-            "supports_tool_calls": tools,
-            "supports_system_role": True,
+            "supports_object_arguments": False,
             "supports_parallel_tool_calls": tools,
+            "supports_preserve_reasoning": False,
+            "supports_reasoning_effort": False,
+            "supports_string_content": True,
+            "supports_system_role": True,
+            "supports_tool_calls": tools,
+            "supports_tools": tools,
+            "supports_typed_content": False,
         },
         "modalities": {"vision": False, "audio": False},
         "build_info": "fake",
