@@ -1,0 +1,171 @@
+"""The tools the model may call, and the one place their arguments are parsed.
+
+run_tool is the entry point for a tool call: it parses the arguments (a JSON string or a
+dict; `sql` is accepted for run_sql's `query`, `table` for describe_table's `name`), runs
+the call on any backend with the Database interface, and returns a ToolOutcome: how to
+show the call, the rows to show, and the text for the model. Failures are outcomes too,
+never exceptions (Ctrl-C aside).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chatcli.errors import ChatcliError
+
+from .sandbox import QueryResult
+
+__all__ = ["TOOL_SPECS", "Database", "ToolOutcome", "call_tool", "describe_call", "run_tool"]
+
+
+class Database(Protocol):
+    """What a backend provides (ReadOnlyDatabase is the SQLite one); see sql/__init__."""
+
+    max_chars: int
+
+    def run_sql(self, query: str) -> QueryResult: ...
+
+    def list_tables(self) -> list[str]: ...
+
+    def describe_table(self, name: str) -> str: ...
+
+    def schema_summary(self, max_chars: int = 2000) -> str: ...
+
+    def interrupt(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+TOOL_SPECS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "list_tables",
+            "description": "List the tables and views of the attached SQLite database.",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "describe_table",
+            "description": (
+                "Describe one table or view of the attached SQLite database: columns with "
+                "types, primary key, NOT NULL, foreign keys, indexes and row count."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": "Table or view name."},
+                },
+                "required": ["name"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "run_sql",
+            "description": (
+                "Run one read-only SQLite query (SELECT, WITH ... SELECT, or a read-only "
+                "PRAGMA such as table_info) on the attached database and get the rows as "
+                "text. The database cannot be changed. Results are capped (about 200 rows) "
+                "and queries are stopped after a few seconds, so aggregate, filter or use "
+                "LIMIT on large tables. One statement per call."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": "One SQLite statement."},
+                },
+                "required": ["query"],
+                "additionalProperties": False,
+            },
+        },
+    },
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """One tool call, run: what the user sees and what the model gets back."""
+
+    shown: str  # the call as the user sees it: "sql> SELECT ..." or "list_tables()"
+    text: str  # the reply for the model; "error: ..." when the call failed
+    result: QueryResult | None = None  # run_sql's rows, for a table on screen
+    error: str | None = None  # why the call failed (text without its "error: " prefix)
+
+
+class _BadCall(Exception):
+    """The call cannot be run as given; the message says why, for the model."""
+
+
+def _arguments(args: dict[str, Any] | str | None) -> dict[str, Any]:
+    if isinstance(args, str):  # raw OpenAI tool calls carry arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            raise _BadCall(f"tool arguments are not valid JSON: {e}") from None
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise _BadCall("tool arguments must be a JSON object")
+    return args
+
+
+def _query(args: dict[str, Any]) -> Any:
+    return args.get("query", args.get("sql"))
+
+
+def describe_call(name: str, args: dict[str, Any]) -> str:
+    """How a tool call is shown to the user: the SQL itself for run_sql."""
+    if name == "run_sql":
+        query = _query(args)
+        return f"sql> {'' if query is None else query}"
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+
+def _run(db: Database, name: str, args: dict[str, Any]) -> tuple[str, QueryResult | None]:
+    if name == "list_tables":
+        tables = db.list_tables()
+        return ("\n".join(tables) if tables else "(no tables)"), None
+    if name == "describe_table":
+        table = args.get("name", args.get("table"))
+        if not isinstance(table, str) or not table.strip():
+            raise _BadCall("describe_table needs a 'name' string argument")
+        return db.describe_table(table.strip()), None
+    if name == "run_sql":
+        query = _query(args)
+        if not isinstance(query, str) or not query.strip():
+            raise _BadCall("run_sql needs a 'query' string argument")
+        result = db.run_sql(query)
+        return result.to_text(db.max_chars), result
+    known = ", ".join(spec["function"]["name"] for spec in TOOL_SPECS)
+    raise _BadCall(f"unknown tool {name!r}; available tools: {known}")
+
+
+def run_tool(db: Database, name: str, args: dict[str, Any] | str | None) -> ToolOutcome:
+    """Run tool `name` for the model on `db`; a failure is an outcome with `error` set."""
+    shown = f"{name}({args!r})" if isinstance(args, str) else name
+    try:
+        parsed = _arguments(args)
+        shown = describe_call(name, parsed)
+        text, result = _run(db, name, parsed)
+    except _BadCall as e:
+        error = str(e)
+    except ChatcliError as e:  # .message: the model needs no file path
+        error = e.message
+    except sqlite3.Error as e:
+        error = str(e)
+    else:
+        return ToolOutcome(shown, text, result)
+    return ToolOutcome(shown, f"error: {error}", error=error)
+
+
+def call_tool(db: Database, name: str, args: dict[str, Any] | str | None) -> str:
+    """Run tool `name` for the model; failures come back as "error: ..." text, never raised."""
+    return run_tool(db, name, args).text
