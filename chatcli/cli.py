@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from . import __version__, config
 from .errors import AmbiguousSession, ChatcliError, ExitCode
+from .render import Terminal, error_line
 from .store import Store
 
 
@@ -40,7 +41,7 @@ class _Group(TyperGroup):
             if ctx.obj is not None and ctx.obj.debug:
                 raise
             where = _log_exception(ctx)
-            typer.echo(f"chatcli: error: unexpected {type(e).__name__}: {e}{where}", err=True)
+            typer.echo(error_line(f"unexpected {type(e).__name__}: {e}{where}"), err=True)
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
 
@@ -60,6 +61,7 @@ class _State:
     def __init__(self, storage: Path | None, debug: bool) -> None:
         self.storage_flag = storage
         self.debug = debug
+        self.term = Terminal.from_sys()  # the one terminal context, passed down from here
         self._store: Store | None = None
 
     @property
@@ -133,9 +135,7 @@ _SessionId = Annotated[
 
 
 def _fail(error: ChatcliError) -> None:
-    from .render import sanitize  # a path or id given on the command line may hold escapes
-
-    typer.echo(f"chatcli: error: {sanitize(str(error))}", err=True)
+    typer.echo(error_line(str(error)), err=True)  # sanitized: a path given may hold escapes
 
 
 def _log_exception(ctx: typer.Context) -> str:
@@ -178,38 +178,12 @@ def list_(
     if not rows:
         typer.echo("No sessions yet. Start one with: chatcli new")
         return
-    short = store.short_ids([r.id for r in rows])
-    now = time.time()
-    table = [
-        (
-            short.get(r.id, r.id),
-            f"DAMAGED: {r.damaged}" if r.damaged else r.title,
-            "?" if r.damaged else str(r.messages),
-            _relative(r.updated_ns / 1e9, now),
-            r.model,
-            "yes" if r.has_db else "",
-        )
-        for r in rows
-    ]
     note = f"{len(rows)} of {total} sessions" + (
         " (use -n N or --all for more)" if len(rows) < total else ""
     )
-    from .render import print_stdout_table
+    from .render import print_sessions
 
-    print_stdout_table(["id", "title", "msgs", "updated", "model", "db"], table, note=note)
-
-
-def _relative(ts: float, now: float) -> str:
-    delta = max(0, now - ts)
-    if delta < 60:
-        return "just now"
-    if delta < 3600:
-        return f"{int(delta // 60)} min ago"
-    if delta < 86400:
-        return f"{int(delta // 3600)} h ago"
-    if delta < 7 * 86400:
-        return f"{int(delta // 86400)} d ago"
-    return time.strftime("%Y-%m-%d", time.localtime(ts))
+    print_sessions(_state(ctx).term, rows, short=store.short_ids([r.id for r in rows]), note=note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +211,10 @@ def new(
     """Start a new session and chat (one message per line when input is piped)."""
     from .repl import start_new
 
-    raise typer.Exit(start_new(_state(ctx).store, title=title, model=model, system=system, db=db))
+    state = _state(ctx)
+    raise typer.Exit(
+        start_new(state.store, state.term, title=title, model=model, system=system, db=db)
+    )
 
 
 @app.command()
@@ -265,7 +242,7 @@ def resume(
     sid = store.latest() if last else store.resolve(session_id or "")
     from .repl import start_resume
 
-    raise typer.Exit(start_resume(store, sid, model=model))
+    raise typer.Exit(start_resume(store, _state(ctx).term, sid, model=model))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +258,7 @@ def attach_db(
     """Attach a copy of a SQLite database to a session (your original is never modified)."""
     store = _state(ctx).store
     sid = store.resolve(session_id)
-    from .sqltools import copy_database
+    from .sql import copy_database
 
     store.ensure()
     with store.replacing_db(sid) as kept:
@@ -302,17 +279,13 @@ def config_(ctx: typer.Context) -> None:
     rows = [(name, str(s.value), s.source) for name, s in settings.items()]
     rows.append(("api_key", config.mask_secret(config.api_key()), "env OPENAI_API_KEY"))
     state = _state(ctx)
-    where = (
-        "flag --storage"
-        if state.storage_flag
-        else "env CHATCLI_STORAGE"
-        if os.environ.get("CHATCLI_STORAGE")
-        else "default"
-    )
-    rows.append(("storage", str(state.store.root), where))
+    storage = config.storage_setting(state.storage_flag)
+    rows.append(("storage", str(storage.value), storage.source))
     from .render import print_stdout_table
 
-    print_stdout_table(["setting", "value", "from"], rows, note=f"config file: {settings.path}")
+    print_stdout_table(
+        state.term, ["setting", "value", "from"], rows, note=f"config file: {settings.path}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,7 +312,7 @@ def search_(
     ] = False,
 ) -> None:
     """Find sessions by what was said in them, newest match first (exit status 1: no match)."""
-    from . import search
+    from .store import search
 
     text = " ".join(words)
     store = _state(ctx).store
@@ -359,8 +332,9 @@ def search_(
         from .render import print_search_hits
 
         # full ids when piped (scripts pass them on), short unique ones on a terminal
-        short = store.short_ids([h.id for h in hits]) if sys.stdout.isatty() else {}
-        print_search_hits(_hit_rows(hits, short))
+        term = _state(ctx).term
+        short = store.short_ids([h.id for h in hits]) if term.stdout_isatty else {}
+        print_search_hits(term, _hit_rows(hits, short))
     if not hits:
         raise typer.Exit(int(ExitCode.ERROR))
 
@@ -410,26 +384,23 @@ def export(
     ] = False,
 ) -> None:
     """Write a session out as Markdown or as JSON."""
-    from .transfer import export_session
+    from .transfer import export_session, write_export
 
-    store = _state(ctx).store
-    sid = store.resolve(session_id)
-    data = export_session(store, sid, fmt=fmt.value)
+    state = _state(ctx)
+    sid = state.store.resolve(session_id)
+    data = export_session(state.store, sid, fmt=fmt.value)
     if output is None:
-        if sys.stdout.isatty():  # the data stays exact in files and pipes, never raw on screen
+        if state.term.stdout_isatty:  # the data stays exact in files and pipes, never raw on screen
             from .render import sanitize
 
             data = sanitize(data.decode("utf-8", "replace")).encode("utf-8")
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        stdout = state.term.stdout
+        stdout.flush()
+        stdout.buffer.write(data)
+        stdout.buffer.flush()
         return
-    from .store import atomic_write
-
     output = output.expanduser()
-    if output.exists() and not force:
-        raise ChatcliError("file exists (add --force to replace it)", path=output)
-    atomic_write(output, data)
+    write_export(output, data, replace=force, hint="add --force to replace it")
     typer.echo(f"exported session {sid} to {output}", err=True)
 
 
@@ -501,10 +472,12 @@ def rm(
     sids = list(dict.fromkeys(store.resolve(ref) for ref in session_ids))  # all, before any move
     titles = {sid: info.title for sid, info in store.infos(sids).items()}
     if not yes:
-        if not sys.stdin.isatty():
+        if not _state(ctx).term.stdin_isatty:
             typer.echo(
-                "chatcli: error: not removing anything without confirmation: input is not "
-                "a terminal (add --yes)",
+                error_line(
+                    "not removing anything without confirmation: input is not a terminal "
+                    "(add --yes)"
+                ),
                 err=True,
             )
             raise typer.Exit(int(ExitCode.USAGE))
@@ -537,10 +510,10 @@ def doctor(
 ) -> None:
     """Check the storage folder: damaged sessions, leftovers of killed saves, a stale index."""
     from .doctor import ADVICE, ERROR, WARNING, check, relative
-    from .render import make_consoles, print_note, print_table
+    from .render import print_note, print_table
 
     report = check(_state(ctx).store, fix=fix)
-    out, _ = make_consoles()
+    out = _state(ctx).term.out
     order = {ERROR: 0, WARNING: 1}  # what needs the user first, the merely informative last
     rows = [
         (f.level, f.problem, relative(report, f.path), f.detail, "fixed" if f.fixed else "")

@@ -30,13 +30,19 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
 
 def storage_root(flag: Path | None = None) -> Path:
     """Where sessions live: --storage, else $CHATCLI_STORAGE, else the per-user data folder."""
+    return storage_setting(flag).value
+
+
+def storage_setting(flag: Path | None = None) -> Setting:
+    """:func:`storage_root` and where it came from ("flag --storage", "env CHATCLI_STORAGE" or
+    "default"), for ``chatcli config``."""
     if flag is not None:
-        return flag.expanduser()
+        return Setting(flag.expanduser(), "flag --storage")
     if env := os.environ.get("CHATCLI_STORAGE"):
-        return Path(env).expanduser()
+        return Setting(Path(env).expanduser(), "env CHATCLI_STORAGE")
     import platformdirs  # only needed when nothing was given, so not paid on every start
 
-    return platformdirs.user_data_path(APP_NAME)
+    return Setting(platformdirs.user_data_path(APP_NAME), "default")
 
 
 def config_path() -> Path:

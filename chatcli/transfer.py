@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import ChatcliError
 from .store import Store, validate_messages
+from .store.messages import parse_json
 
 FORMATS = ("md", "json")
 _OPENAI_KINDS = {
@@ -70,12 +71,7 @@ def import_bytes(
 
 def read_conversation(raw: bytes) -> list[dict[str, Any]]:
     """Parse and check a conversation file; the messages in the memory format. Raises ValueError."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"not valid JSON: {e}") from e
-    except RecursionError as e:
-        raise ValueError("not valid JSON: nested too deeply") from e
+    data = parse_json(raw)  # UTF-8 only, as memory files: an import must save as it was read
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON array of messages, found {type(data).__name__}")
     if not data:
@@ -150,3 +146,13 @@ def _tool_call(i: int, call: Any) -> dict[str, Any]:
         "id": call_id if isinstance(call_id, str) else None,
         "type": "tool_call",
     }
+
+
+def write_export(path: Path, data: bytes, *, replace: bool = False, hint: str) -> None:
+    """Write an export to ``path`` atomically (``chatcli export -o`` and ``/export``); a file
+    that is already there is refused unless ``replace``, with ``hint`` saying what to do."""
+    from .store import atomic_write
+
+    if not replace and (path.exists() or path.is_symlink()):
+        raise ChatcliError(f"file exists ({hint})", path=path)
+    atomic_write(path, data)

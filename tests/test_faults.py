@@ -868,16 +868,18 @@ def test_a_one_megabyte_pasted_message_round_trips(
 def _unexpected_error_in_a_turn(root: Path) -> None:
     """A bug inside a turn (a slash command that raises): one line on stderr, the traceback in
     chatcli.log. In-process, because every error a user can cause is now a handled one."""
-    from chatcli import config, repl
+    from chatcli import config
+    from chatcli.render import Terminal
+    from chatcli.repl import Chat, commands
 
-    def _bug(chat: repl.Chat, arg: str) -> None:
+    def _bug(chat: Chat, arg: str) -> None:
         raise RuntimeError("a bug")
 
-    repl._COMMANDS["/bug"] = repl._Command(_bug, "/bug", "")
+    commands.command("/bug", "/bug", "")(_bug)
     try:
-        repl.Chat(Store(root), config.Settings(), KEY).handle("/bug")
+        Chat(Store(root), config.Settings(), KEY, term=Terminal.in_memory()).handle("/bug")
     finally:
-        del repl._COMMANDS["/bug"]
+        del commands.COMMANDS["/bug"]
     assert "Traceback" in (root / "chatcli.log").read_text()
 
 

@@ -10,10 +10,10 @@ import pytest
 from rich.console import Console
 from rich.markdown import Markdown
 
-from chatcli import render
+from chatcli import mdstream
+from chatcli.mdstream import MarkdownStream
 from chatcli.render import (
-    MarkdownStream,
-    make_consoles,
+    Terminal,
     print_error,
     print_markdown,
     print_note,
@@ -105,11 +105,11 @@ def screen(raw: str) -> str:
 
 
 def terminal(color_system: str | None = None, width: int = 80) -> Console:
-    return Console(file=io.StringIO(), force_terminal=True, width=width, color_system=color_system)
+    return Terminal.in_memory(terminal=True, width=width, color_system=color_system).out
 
 
 def plain() -> Console:
-    return Console(file=io.StringIO(), force_terminal=False, width=80)
+    return Terminal.in_memory(terminal=False, width=80).out
 
 
 def output(console: Console) -> str:
@@ -395,7 +395,7 @@ def test_live_tail_is_bounded_to_one_screen(text: str) -> None:
     md.feed(text)
     _, source = md._tail_snapshot()
     assert len(source.splitlines()) <= max(8, height) + 2
-    lines = console.render_lines(render._TailView(md), console.options)
+    lines = console.render_lines(mdstream._TailView(md), console.options)
     assert 0 < len(lines) < height
     if text.startswith("```"):
         assert source.startswith("```python\n")  # still rendered as code
@@ -417,7 +417,7 @@ def test_live_redraws_are_throttled_by_the_wall_clock(monkeypatch: pytest.Monkey
         redraws.append(clock[0])
         real_refresh(live)
 
-    monkeypatch.setattr(render, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(mdstream, "monotonic", lambda: clock[0])
     monkeypatch.setattr(Live, "refresh", counting_refresh)
     console = terminal()
     md = MarkdownStream(console)
@@ -526,9 +526,10 @@ def test_print_note() -> None:
     assert screen(output(console)) == "dim note"
 
 
-def test_make_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_terminal_context_makes_the_two_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
-    out, err = make_consoles()
+    term = Terminal.from_sys()
+    out, err = term.out, term.err
     assert not out.stderr and err.stderr
     assert out.no_color and err.no_color
     for console in (out, err):

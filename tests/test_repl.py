@@ -178,9 +178,10 @@ def test_switching_sessions_evicts_the_previous_history(example_root: Path) -> N
     import weakref
 
     from chatcli import config
+    from chatcli.render import Terminal
     from chatcli.repl import Chat
 
-    chat = Chat(Store(example_root), config.Settings(), "unused-key")
+    chat = Chat(Store(example_root), config.Settings(), "unused-key", term=Terminal.in_memory())
     chat.open("0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11")
     before = weakref.ref(chat.session)
     chat.open("5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
@@ -16,14 +15,11 @@ from pathlib import Path
 
 import pytest
 from conftest import CHATCLI
-from rich.console import Console
 from typer.testing import CliRunner
 
-from chatcli import search
-from chatcli import store as store_module
 from chatcli.cli import _hit_rows, app
-from chatcli.render import print_search_hits
-from chatcli.store import Store
+from chatcli.render import Terminal, print_search_hits
+from chatcli.store import Store, listing, search
 
 PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
 TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
@@ -196,21 +192,22 @@ def test_the_order_is_exact_for_common_and_rare_words(root: Path) -> None:
 
 def test_the_terminal_gets_highlights_and_a_pipe_plain_text(example_root: Path) -> None:
     hits = search.search(Store(example_root), "Paris")
-    styled, plain = io.StringIO(), io.StringIO()
+    styled = Terminal.in_memory(terminal=True, width=100, color_system="standard")
+    plain = Terminal.in_memory(terminal=False, width=100)
     rows = _hit_rows(hits, {})
-    print_search_hits(rows, console=Console(file=styled, force_terminal=True, width=100))
-    print_search_hits(rows, console=Console(file=plain, force_terminal=False, width=100))
-    assert "\x1b[" in styled.getvalue() and "Paris" in styled.getvalue()
-    assert "\x1b" not in plain.getvalue() and "Paris" in plain.getvalue()
+    print_search_hits(styled, rows)
+    print_search_hits(plain, rows)
+    assert "\x1b[" in styled.stdout.getvalue() and "Paris" in styled.stdout.getvalue()
+    assert "\x1b" not in plain.stdout.getvalue() and "Paris" in plain.stdout.getvalue()
 
 
 def test_control_characters_in_messages_never_reach_the_terminal(root: Path) -> None:
     store = Store(root)
     _session(store, "evil \x1b]0;pwned\x07 title \x1b[2J text")
-    out = io.StringIO()
+    term = Terminal.in_memory(terminal=False)
     rows = _hit_rows(search.search(store, "evil"), {})
-    print_search_hits(rows, console=Console(file=out, force_terminal=False))
-    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    print_search_hits(term, rows)
+    assert "\x1b" not in term.stdout.getvalue() and "\x07" not in term.stdout.getvalue()
 
 
 def test_a_long_first_build_is_announced_on_stderr(example_root: Path, monkeypatch) -> None:
@@ -383,7 +380,7 @@ def test_match_expression_quotes_every_word(text: str, expected: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The listing index's folder checks (store._folders_unchanged)
+# The listing index's folder checks (store.cachedb.folders_unchanged)
 
 
 def test_a_session_added_within_the_clock_tick_of_the_last_listing_is_listed(root: Path) -> None:
@@ -409,7 +406,7 @@ def test_settled_unchanged_folders_are_not_scanned_again(root: Path, monkeypatch
     def no_scanning(*args):
         raise AssertionError("scanned again")
 
-    monkeypatch.setattr(store_module, "_scan_stats", no_scanning)
+    monkeypatch.setattr(listing, "scan_stats", no_scanning)
     assert len(Store(root).list_sessions()) == 1
 
 

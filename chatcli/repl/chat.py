@@ -1,0 +1,430 @@
+"""A chat: one open session, its lifecycle (open, switch, forget if unused) and one turn with the
+model; a prompt-toolkit loop on a terminal, one message per line when input is piped."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import config, llm
+from ..errors import ChatcliError, ConfigError, ExitCode
+from ..mdstream import MarkdownStream
+from ..render import (
+    Terminal,
+    Waiting,
+    print_error,
+    print_markdown,
+    print_note,
+    print_styled,
+    print_table,
+    shorten,
+)
+from ..store import Session, Store, message_text
+from . import commands, prompt
+
+REPLAY_TURNS = 3  # turns shown again on resume or /switch
+
+
+def start_new(
+    store: Store,
+    term: Terminal,
+    *,
+    title: str | None,
+    model: str | None,
+    system: str | None,
+    db: Path | None,
+) -> int:
+    """``chatcli new``: check everything that can fail, then create the session and chat."""
+    settings = config.Settings({"model": model})
+    api_key = _require_api_key()
+    if db is not None:
+        from ..sql import validate_database
+
+        validate_database(db)  # refuse a bad file before any session file exists
+    sid = store.create(title=title, model=settings["model"], system=system)
+    if db is not None:
+        from ..sql import copy_database
+
+        try:
+            copy_database(db, store.db_path(sid))
+        except BaseException:
+            store.discard_if_empty(sid)  # the session was only made to hold this copy
+            raise
+    return Chat(store, settings, api_key, term=term).run(sid, created=True)
+
+
+def start_resume(store: Store, term: Terminal, sid: str, *, model: str | None) -> int:
+    """``chatcli resume``: open the session (refusing a damaged one) and chat."""
+    settings = config.Settings()
+    api_key = _require_api_key()
+    session = store.open(sid)
+    if model:
+        store.update_meta(sid, model=model)
+        session.meta["model"] = model
+    return Chat(store, settings, api_key, term=term).run(sid, session=session)
+
+
+def _require_api_key() -> str:
+    key = config.api_key()
+    if not key:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: export OPENAI_API_KEY=<your key> "
+            "(any non-empty value works for a local server)"
+        )
+    return key
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, or SIGHUP when the terminal closes: handled like Ctrl-C (what arrived of a reply
+    is saved), then chatcli leaves."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    import signal
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise _Terminated(signum)
+
+    wanted = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    previous = {name: signal.signal(getattr(signal, name), _raise) for name in wanted}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+class Chat:
+    """One chat loop; holds exactly one open session (switching evicts the previous one)."""
+
+    def __init__(
+        self, store: Store, settings: config.Settings, api_key: str, *, term: Terminal
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.api_key = api_key
+        self.term = term
+        self.out, self.err = term.out, term.err  # replies and results; notes and errors
+        self.interactive = term.stdin_isatty and self.out.is_terminal
+        self.session: Session | None = None
+        self.db: Any = None  # sql.ReadOnlyDatabase of the open session, opened on demand
+        self._created: str | None = None  # made by this run: forgotten if left without a message
+        self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
+
+    # -- session state ---------------------------------------------------------------------------
+
+    @property
+    def sid(self) -> str:
+        assert self.session is not None
+        return self.session.id
+
+    @property
+    def title(self) -> str:
+        assert self.session is not None
+        return self.session.title
+
+    @property
+    def model_name(self) -> str:
+        assert self.session is not None
+        return self.session.meta.get("model") or self.settings["model"]
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The session's own (set with --system or /system), else the one a history written by
+        another tool starts with, else the configured one."""
+        assert self.session is not None
+        if own := self.session.meta.get("system"):
+            return own
+        messages = self.session.messages
+        if messages and messages[0].get("type") == "system":
+            return message_text(messages[0])
+        return self.settings["system_prompt"]
+
+    def open(self, sid: str, session: Session | None = None) -> None:
+        """Make ``sid`` the open session; the previous history is dropped from memory."""
+        new = session or self.store.open(sid)
+        self._close_db()
+        self.session = new
+
+    def new_session(self, title: str | None) -> str:
+        """Create a session with this chat's model and open it (the previous one is forgotten
+        if this run created it and nothing was said in it)."""
+        self.forget_if_unused()
+        sid = self.store.create(title=title, model=self.model_name)
+        self.open(sid)
+        self._created = sid
+        return sid
+
+    def switch(self, sid: str) -> None:
+        """Open another session; switching to the open one changes nothing."""
+        if sid != self.sid:  # switching to the open session must not forget it as unused
+            self.forget_if_unused()
+            self.open(sid)
+
+    def update_meta(self, **fields: str) -> None:
+        """Change the open session's title, model or system prompt, on disk and here."""
+        assert self.session is not None
+        self.session.meta = self.store.update_meta(self.sid, **fields)
+
+    def has_db(self) -> bool:
+        return self.session is not None and self.store.has_db(self.sid)
+
+    def database(self) -> Any:
+        """The open session's attached database in the read-only sandbox, or None."""
+        if self.db is None and self.store.has_db(self.sid):
+            from ..sql import ReadOnlyDatabase
+
+            self.db = ReadOnlyDatabase(
+                self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
+            )
+        return self.db
+
+    def attach(self, path: Path) -> Path | None:
+        """Attach a copy of the database at ``path``; returns where a replaced copy is kept."""
+        from ..sql import copy_database
+
+        self._close_db()
+        with self.store.replacing_db(self.sid) as kept:
+            copy_database(path, self.store.db_path(self.sid))
+        return kept
+
+    def detach(self) -> Path:
+        """Remove the attached copy; returns where it is kept."""
+        if not self.store.has_db(self.sid):
+            raise ChatcliError("no database is attached")
+        self._close_db()
+        return self.store.detach_db(self.sid)
+
+    def _close_db(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def forget_if_unused(self) -> None:
+        """A session created by this run and left without a message is not worth keeping."""
+        if self._created:
+            self.store.discard_if_empty(self._created)
+            self._created = None
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self, sid: str, *, session: Session | None = None, created: bool = False) -> int:
+        self.open(sid, session)
+        self._created = sid if created else None
+        try:
+            with _terminate_like_ctrl_c():
+                return self._interactive() if self.interactive else self._piped()
+        except _Terminated as e:
+            return 128 + e.signum
+        finally:
+            self._close_db()
+            self.forget_if_unused()
+
+    def _piped(self) -> int:
+        stdin = self.term.stdin
+        if reconfigure := getattr(stdin, "reconfigure", None):
+            # Invalid UTF-8 (a binary paste, a wrong locale) must not end the chat: it arrives as
+            # lone surrogates, kept exactly in memory and replaced only in what the model gets.
+            reconfigure(errors="surrogateescape")
+        for line in stdin:
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                self.handle(line)
+            except commands.Exit:
+                break
+            except _Terminated:
+                raise
+            except KeyboardInterrupt:
+                return int(ExitCode.INTERRUPTED)
+        return int(ExitCode.ERROR) if self.failed else 0
+
+    def _interactive(self) -> int:
+        session = prompt.build_prompt(self)
+        self._banner()
+        armed = False  # a first Ctrl-C at an empty prompt arms, a second one leaves
+        while True:
+            try:
+                line = session.prompt(pre_run=prompt.after_first_draw(llm.preload))
+            except _Terminated:
+                raise
+            except KeyboardInterrupt:
+                if armed:
+                    return 0
+                armed = True
+                print_note(self.err, "(Ctrl-C again or Ctrl-D to leave)")
+                continue
+            except EOFError:
+                return 0
+            armed = False
+            if not line.strip():
+                continue
+            try:
+                with prompt.keys_not_echoed(self.term.stdin):
+                    self.handle(line)
+            except commands.Exit:
+                return 0
+            except _Terminated:
+                raise
+            except KeyboardInterrupt:
+                print_note(self.err, "(interrupted)")
+            self.out.print()  # a blank line between one exchange and the next prompt
+
+    def handle(self, line: str) -> None:
+        """One input line: a slash command or a message to the model. Errors end the turn only."""
+        try:
+            if commands.is_command(line):
+                commands.dispatch(self, line)
+            else:
+                # "//text" sends "/text": the way to start a message with a slash
+                self.send(line[1:] if line.startswith("//") else line)
+        except ChatcliError as e:
+            self.failed = True
+            print_error(self.err, str(e))
+        except (commands.Exit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug must not take the session down with it
+            self.failed = True
+            where = config.log_exception(self.store.root, "turn failed")  # not the terminal
+            print_error(self.err, f"unexpected {type(e).__name__}: {e}{where}")
+
+    # -- a turn ----------------------------------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Save the user's message, stream the reply, run tools, save every message as it ends."""
+        assert self.session is not None
+        self.session.messages = self.store.append(self.sid, [llm.human_dict(text)])
+        db = self.database()
+        model = llm.Model(
+            self.model_name,
+            self.api_key,
+            base_url=self.settings["base_url"],
+            timeout=self.settings["timeout"],
+            tools=_tool_specs() if db else [],
+        )
+
+        def execute(name: str, args: dict[str, Any]) -> str:
+            # The model's words before its tool call belong above the query and its table.
+            waiting.stop()
+            stream.close()
+            return self._run_tool(name, args)
+
+        turn = model.turn(
+            self.session.messages,
+            system=self._system_with_schema(db),
+            budget=self.settings["context_tokens"],
+            execute=execute if db else None,
+        )
+        stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
+        waiting = Waiting(self.out)
+        waiting.start()
+        try:
+            for event in turn.events():
+                waiting.stop()
+                if isinstance(event, llm.TextDelta):
+                    stream.feed(event.text)
+                elif isinstance(event, llm.Saved):
+                    stream.close()
+                    stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
+                    self.session.messages = self.store.append(self.sid, event.messages)
+                    if event.finish_reason == "tool_calls":
+                        waiting.start()  # the model's next round
+                    elif event.finish_reason == "incomplete":
+                        print_error(
+                            self.err,
+                            "the reply broke off before it finished; what arrived is saved",
+                        )
+                    elif not message_text(event.messages[-1]):
+                        print_note(self.err, "(the model sent an empty reply)")
+                elif isinstance(event, llm.Note):
+                    print_note(self.err, event.text)
+        except KeyboardInterrupt:
+            waiting.stop()
+            stream.close()
+            partial = turn.interrupted()
+            if partial is not None:
+                self.session.messages = self.store.append(self.sid, [partial])
+            raise
+        finally:
+            waiting.stop()
+            stream.close()
+
+    def _system_with_schema(self, db: Any) -> str | None:
+        system = self.system_prompt
+        if db is None:
+            return system
+        summary = db.schema_summary()
+        return (
+            f"{system or ''}\n\nThe user attached a SQLite database (read-only). Use the tools "
+            f"to answer questions about it. Schema:\n{summary}"
+        ).strip()
+
+    def _run_tool(self, name: str, args: dict[str, Any]) -> str:
+        """Run a model's tool call through the sql package, show it, return the model's reply."""
+        from ..sql import run_tool
+
+        outcome = run_tool(self.database(), name, args)
+        print_note(self.err, outcome.shown)
+        if outcome.result is not None:
+            result = outcome.result
+            print_table(self.out, result.columns, result.rows, note=result.note)
+        elif outcome.error is not None:
+            print_note(self.err, f"error: {outcome.error}")
+        return outcome.text
+
+    # -- screen ----------------------------------------------------------------------------------
+
+    def _banner(self) -> None:
+        assert self.session is not None
+        print_styled(
+            self.out,
+            (self.session.title, "bold"),
+            (f" · {self.sid[:8]} · {self.model_name}", "dim"),
+        )
+        print_note(self.out, "Enter sends · Esc Enter for a new line · /help · Ctrl-D leaves")
+        self.replay(REPLAY_TURNS, turns=True)
+
+    def replay(self, count: int = REPLAY_TURNS, *, turns: bool = False) -> None:
+        """Show the last ``count`` messages (or turns) of the open session."""
+        assert self.session is not None
+        messages = self.session.messages
+        if turns:
+            starts = [i for i, m in enumerate(messages) if m.get("type") == "human"]
+            start = starts[-count] if len(starts) >= count else 0
+        else:
+            start = max(0, len(messages) - count)
+        for m in messages[start:]:
+            self._show_message(m)
+
+    def _show_message(self, m: dict[str, Any]) -> None:
+        kind = m.get("type")
+        text = message_text(m)
+        if kind in ("human", "HumanMessageChunk"):
+            print_styled(self.out, ("› ", "bold cyan"), (text, ""))
+        elif kind in ("ai", "AIMessageChunk"):
+            if text:
+                print_markdown(self.out, text)
+            for call in m.get("data", {}).get("tool_calls") or []:
+                print_note(self.out, _describe_call(str(call.get("name")), call.get("args") or {}))
+        elif kind == "tool":
+            print_note(self.out, shorten(text, 200))
+
+
+def _describe_call(name: str, args: dict[str, Any]) -> str:
+    from ..sql import describe_call
+
+    return describe_call(name, args)
+
+
+def _tool_specs() -> list[dict[str, Any]]:
+    from ..sql import TOOL_SPECS
+
+    return TOOL_SPECS

@@ -1,0 +1,195 @@
+"""The slash commands: one registry of names, aliases and help text (as litecli's
+``special_command``). A command uses the chat's public methods only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ChatcliError, QueryError
+from ..render import print_note, print_sessions, print_table, sanitize
+
+if TYPE_CHECKING:
+    from .chat import Chat
+
+Handler = Callable[["Chat", str], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+    usage: str
+    help: str
+    aliases: tuple[str, ...] = ()
+
+
+COMMANDS: dict[str, Command] = {}  # by name and by each alias, in the order /help shows them
+
+
+class Exit(Exception):
+    """Raised by /exit: the loop ends."""
+
+
+def command(
+    name: str, usage: str, help: str, *, aliases: tuple[str, ...] = ()
+) -> Callable[[Handler], Handler]:
+    """Register a handler as ``name`` (and its aliases)."""
+
+    def register(fn: Handler) -> Handler:
+        entry = Command(name, fn, usage, help, aliases)
+        for key in (name, *aliases):
+            COMMANDS[key] = entry
+        return fn
+
+    return register
+
+
+def registered() -> list[Command]:
+    """Each command once, in the order they were registered."""
+    return list({id(c): c for c in COMMANDS.values()}.values())
+
+
+def is_command(line: str) -> bool:
+    """A slash command: "/word ...". A path such as "/etc/hosts: what is it?" is a message."""
+    name = line.partition(" ")[0]
+    return name.startswith("/") and not name.startswith("//") and "/" not in name[1:]
+
+
+def dispatch(chat: Chat, line: str) -> None:
+    """Run the command ``line`` names; an unknown one is an error."""
+    name, _, arg = line.partition(" ")
+    entry = COMMANDS.get(name.lower())
+    if entry is None:
+        raise ChatcliError(
+            f"unknown command {sanitize(name)}; /help lists them (start with // to send a /)"
+        )
+    entry.handler(chat, arg.strip())
+
+
+def _count(arg: str, default: int) -> int:
+    try:
+        return max(0, int(arg)) if arg else default
+    except ValueError as e:
+        raise ChatcliError(f"not a number: {arg!r}") from e
+
+
+@command("/help", "/help", "this list")
+def _help(chat: Chat, arg: str) -> None:
+    print_table(chat.out, ["command", "what it does"], [(c.usage, c.help) for c in registered()])
+
+
+@command("/exit", "/exit", "leave (also /quit, Ctrl-D)", aliases=("/quit",))
+def _exit(chat: Chat, arg: str) -> None:
+    raise Exit
+
+
+@command("/new", "/new [TITLE]", "start a new session")
+def _new(chat: Chat, arg: str) -> None:
+    sid = chat.new_session(arg or None)
+    print_note(chat.err, f"new session {sid}")
+
+
+@command("/list", "/list [N]", "the newest sessions")
+def _list(chat: Chat, arg: str) -> None:
+    rows = chat.store.list_sessions(limit=_count(arg, 20))
+    print_sessions(chat.term, rows, short=chat.store.short_ids([r.id for r in rows]))
+
+
+@command("/switch", "/switch ID", "open another session (id or unique prefix)")
+def _switch(chat: Chat, arg: str) -> None:
+    if not arg:
+        raise ChatcliError("usage: /switch ID")
+    sid = chat.store.resolve(arg)
+    chat.switch(sid)
+    print_note(chat.err, f"switched to {sid} · {chat.title}")
+    if chat.interactive:
+        chat.replay(turns=True)
+
+
+@command("/title", "/title TEXT", "rename this session")
+def _title(chat: Chat, arg: str) -> None:
+    if not arg:
+        raise ChatcliError("usage: /title TEXT")
+    chat.update_meta(title=arg)
+    print_note(chat.err, f"title: {arg}")
+
+
+@command("/model", "/model [NAME]", "show or change the model of this session")
+def _model(chat: Chat, arg: str) -> None:
+    if arg:
+        chat.update_meta(model=arg)
+    print_note(chat.err, f"model: {chat.model_name}")
+
+
+@command("/system", "/system [TEXT]", "show or set the system prompt of this session")
+def _system(chat: Chat, arg: str) -> None:
+    if arg:
+        chat.update_meta(system=arg)
+    print_note(chat.err, f"system prompt: {chat.system_prompt}")
+
+
+@command("/history", "/history [N]", "show the last N messages (default 10)")
+def _history(chat: Chat, arg: str) -> None:
+    chat.replay(_count(arg, 10))
+
+
+@command("/export", "/export [PATH]", "write this session as Markdown")
+def _export(chat: Chat, arg: str) -> None:
+    from ..transfer import export_session, write_export
+
+    path = Path(arg or f"chatcli-{chat.sid[:8]}.md").expanduser()
+    data = export_session(chat.store, chat.sid, fmt="md")
+    write_export(path, data, hint="give /export another path")  # never over an existing file
+    assert chat.session is not None
+    print_note(chat.err, f"exported {len(chat.session.messages)} messages to {path}")
+
+
+@command("/clear", "/clear", "clear the screen")
+def _clear(chat: Chat, arg: str) -> None:
+    chat.out.clear()
+
+
+@command("/attach", "/attach PATH", "attach a copy of a SQLite database")
+def _attach(chat: Chat, arg: str) -> None:
+    if not arg:
+        raise ChatcliError("usage: /attach PATH")
+    kept = chat.attach(Path(arg).expanduser())
+    print_note(
+        chat.err, f"attached {arg}" + (f" (the previous copy is kept in {kept})" if kept else "")
+    )
+
+
+@command("/detach", "/detach", "remove the attached database copy")
+def _detach(chat: Chat, arg: str) -> None:
+    if not chat.has_db():
+        raise ChatcliError("no database is attached")
+    if chat.interactive:
+        from .prompt import confirm
+
+        if not confirm("Remove the attached database copy?"):
+            return
+    kept = chat.detach()
+    print_note(chat.err, f"database detached (the copy is kept in {kept})")
+
+
+@command("/sql", "/sql QUERY", "run a read-only query on the attached database")
+def _sql(chat: Chat, arg: str) -> None:
+    db = chat.database()
+    if db is None:
+        raise QueryError("no database is attached (use /attach PATH)")
+    if not arg:
+        raise ChatcliError("usage: /sql QUERY")
+    result = db.run_sql(arg)
+    print_table(chat.out, result.columns, result.rows, note=result.note)
+
+
+@command("/schema", "/schema", "tables, columns and row counts of the attached database")
+def _schema(chat: Chat, arg: str) -> None:
+    db = chat.database()
+    if db is None:
+        raise QueryError("no database is attached (use /attach PATH)")
+    for table in db.list_tables():
+        chat.out.print(sanitize(db.describe_table(table)), highlight=False, markup=False)
