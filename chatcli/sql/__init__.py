@@ -4,7 +4,7 @@ Modules: copy (validate and copy the user's SQLite file, open read-only, no side
 files), sandbox (the locked-down connection and QueryResult), schema (list, describe,
 summarize tables), worker (the killable process the statements run in), sqlite
 (ReadOnlyDatabase, the SQLite backend), tools (the tool specs and run_tool, the one
-parser of tool arguments).
+parser of tool arguments); postgres is a second backend, imported by name when wanted.
 
 A backend (tools.Database) provides:
   max_chars: int                    about how much text a result may become
