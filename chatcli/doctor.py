@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from . import search
 from .errors import ChatcliError, StorageError
-from .sqltools import _HEADER as _SQLITE_MAGIC
-from .store import _UUID_RE, INDEX_FILE, MEMORY_DIR, Store, _scandir, parse_messages
+from .sql import SQLITE_HEADER as _SQLITE_MAGIC
+from .store import INDEX_FILE, MEMORY_DIR, SEARCH_FILE, Store, parse_messages, search
+from .store.files import scandir
+from .store.layout import UUID_RE
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 STALE_TEMP_SECONDS = 60.0  # younger temp files may belong to a save in progress
@@ -188,7 +189,7 @@ def _removable_meta(store: Store, sid: str, path: Path) -> bool:
 
 def _entries(report: Report, folder: Path) -> list[os.DirEntry[str]]:
     try:
-        return sorted(_scandir(folder), key=lambda e: e.name)
+        return sorted(scandir(folder), key=lambda e: e.name)
     except StorageError as e:
         report.add(ERROR, "unreadable file", folder, e.message)
         return []
@@ -205,7 +206,7 @@ def _trashed(store: Store, report: Report) -> set[str]:
 
 def _session_id(name: str, suffix: str) -> str | None:
     sid, dot, ext = name.rpartition(".")
-    return sid if dot and ext == suffix and _UUID_RE.fullmatch(sid) else None
+    return sid if dot and ext == suffix and UUID_RE.fullmatch(sid) else None
 
 
 def _age(entry: os.DirEntry[str], now: float) -> float:
@@ -230,7 +231,7 @@ def _temp_file(
     finding = report.add(WARNING, "leftover temp file", path)
     if fix:
         owner = entry.name[1:].split(".", 1)[0]  # ".<uuid>.json.<pid>.tmp": that session's
-        sid = owner if _UUID_RE.fullmatch(owner) else None
+        sid = owner if UUID_RE.fullmatch(owner) else None
         recheck = partial(_stale, path, now)
         _repair(report, finding, path, partial(_unlink_if, store, sid, path, recheck))
     return True
@@ -379,7 +380,7 @@ def _check_index(store: Store, report: Report, sessions: dict, *, fix: bool) -> 
 
 
 def _check_search_index(store: Store, report: Report, *, fix: bool) -> None:
-    path = store.root / search.SEARCH_FILE
+    path = store.root / SEARCH_FILE
     if not os.path.lexists(path):  # the first search builds it
         return
     damage = _sqlite_damage(path, "SELECT id, mtime, size, count FROM files")

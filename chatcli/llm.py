@@ -8,21 +8,19 @@ turn simply waits for it if the user was quicker.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DamagedSession, ModelError
+from .store.messages import replace_surrogates
 
 MAX_TOOL_ROUNDS = 8
 MAX_RETRIES = 1
 CONNECT_TIMEOUT = 5.0
 # Characters per token, a cheap first cut before LangChain's own approximate count.
 _CHARS_PER_TOKEN = 3
-
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 _preload_thread: threading.Thread | None = None
 
@@ -119,7 +117,7 @@ def _valid_unicode(value: Any) -> Any:
     """``value`` with lone surrogates replaced by U+FFFD. Invalid UTF-8 typed at a broken terminal
     arrives as lone surrogates; memory keeps them exactly, but a request must be valid UTF-8."""
     if isinstance(value, str):
-        return _SURROGATE_RE.sub("\ufffd", value)
+        return replace_surrogates(value)
     if isinstance(value, list):
         return [_valid_unicode(v) for v in value]
     if isinstance(value, dict):

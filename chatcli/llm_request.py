@@ -21,13 +21,13 @@ strict chat templates (Gemma, Mistral: "Conversation roles must alternate") incl
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from .store.messages import replace_surrogates
+
 MARK = "chatcli"  # chatcli's own key in additional_kwargs; LangChain keeps it, servers never see it
 _CHARS_PER_TOKEN = 3  # a cheap first cut before LangChain's own approximate count
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 _ROLES = {
     "human": "human",
@@ -278,7 +278,7 @@ def valid_unicode(value: Any) -> Any:
     """``value`` with lone surrogates replaced by U+FFFD. Invalid UTF-8 typed at a broken terminal
     arrives as lone surrogates; memory keeps them exactly, but a request must be valid UTF-8."""
     if isinstance(value, str):
-        return _SURROGATE_RE.sub("\ufffd", value)
+        return replace_surrogates(value)
     if isinstance(value, list):
         return [valid_unicode(v) for v in value]
     if isinstance(value, dict):

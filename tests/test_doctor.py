@@ -18,10 +18,9 @@ from conftest import DAMAGED, EXAMPLES, run
 from test_search import run_read_only, settle
 from typer.testing import CliRunner
 
-from chatcli import search
 from chatcli.cli import app
 from chatcli.doctor import ERROR, INFO, WARNING, check
-from chatcli.store import Store
+from chatcli.store import Store, search
 
 ORPHAN = "eeeeeeee-0000-4000-8000-000000000000"
 

@@ -26,7 +26,8 @@ from langchain_core.messages import (
 )
 
 from chatcli.errors import AmbiguousSession, DamagedSession, SessionNotFound
-from chatcli.store import Store, appended_bytes
+from chatcli.store import Store
+from chatcli.store.messages import appended_bytes
 
 PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"  # 4 messages, zero-byte db, no metadata
 TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"  # system + tool calls + attached db

@@ -12,7 +12,9 @@ full-text index. Hits come most recently updated session first, as ``list`` orde
 are probed in that order while the matching ones are also walked by rowid, and whichever finishes
 first gives the answer, so a word found in all 200,000 messages costs about what a rare one does.
 
-Only the standard library and chatcli.store: no LangChain, so searching starts as fast as ``list``.
+Only the standard library and the rest of chatcli.store: no LangChain, so searching starts as fast
+as ``list``. This module takes the store as :class:`Indexed` (paths and listing rows), so it never
+imports sessions.py, which calls :func:`index_appended` after each save.
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from __future__ import annotations
 import contextlib
 import json
 import marshal
-import os
 import re
 import sqlite3
 import zlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
-from .errors import ChatcliError, StorageError
-from .store import _MEMORY_NAME_RE, Store, _folders_unchanged, _scan_stats, message_text
+from ..errors import ChatcliError, StorageError
+from . import cachedb
+from .files import scan_stats
+from .layout import MEMORY_NAME_RE, SEARCH_FILE
+from .listing import SessionInfo, iso_from_ns
+from .messages import message_text, parse_messages
 
-SEARCH_FILE = "search.sqlite"
 HIT_START, HIT_END = "\x02", "\x03"  # around matched words in Hit.snippet; removed from bodies
 SNIPPET_TOKENS = 16
 _VERSION = 4
@@ -41,6 +46,17 @@ _TOP = (1 << 63) - 1  # above every rowid
 
 _STRIP_MARKERS = str.maketrans({HIT_START: " ", HIT_END: " "})
 _WORD_RE = re.compile(r"\w", re.UNICODE)
+
+
+class Indexed(Protocol):
+    """What search needs of a store (chatcli.store.Store is one): paths and listing rows."""
+
+    root: Path
+    memory_dir: Path
+
+    def memory_path(self, sid: str) -> Path: ...
+
+    def infos(self, ids: list[str]) -> dict[str, SessionInfo]: ...
 
 
 class Hit(NamedTuple):
@@ -67,8 +83,6 @@ class Hit(NamedTuple):
 
     def as_json(self) -> dict[str, Any]:
         """The hit as ``chatcli search --json`` prints it."""
-        from .store import iso_from_ns
-
         return {
             "id": self.id,
             "title": self.title,
@@ -84,7 +98,7 @@ class Hit(NamedTuple):
 
 
 def search(
-    store: Store, text: str, *, limit: int = 20, notify: Callable[[int], None] | None = None
+    store: Indexed, text: str, *, limit: int = 20, notify: Callable[[int], None] | None = None
 ) -> list[Hit]:
     """Sessions whose messages contain every word of ``text``, most recently updated first, each
     shown with its newest matching message.
@@ -107,7 +121,7 @@ def search(
         conn.close()
 
 
-def rebuild(store: Store) -> tuple[int, int]:
+def rebuild(store: Indexed) -> tuple[int, int]:
     """Delete search.sqlite and index every session again; returns (sessions, messages).
 
     Raises StorageError if the old index cannot be removed."""
@@ -122,7 +136,7 @@ def rebuild(store: Store) -> tuple[int, int]:
 
 
 def index_appended(
-    store: Store, sid: str, *, old_size: int, old_count: int, new: list[dict[str, Any]]
+    store: Indexed, sid: str, *, old_size: int, old_count: int, new: list[dict[str, Any]]
 ) -> bool:
     """Index messages just appended to a session (called by ``Store.append`` under its lock).
 
@@ -195,28 +209,24 @@ def searchable_text(message: dict[str, Any]) -> str:
 # The index file
 
 
-def _connect(store: Store) -> sqlite3.Connection:
+def _connect(store: Indexed) -> sqlite3.Connection:
     path = store.root / SEARCH_FILE
     if not store.memory_dir.is_dir():
         return _in_memory()
     for attempt in range(2):
-        conn = None
         try:
-            if not path.exists():  # sqlite3 would create it with the umask's mode
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-            # WAL: a search reading never blocks a save's hook; a commit lost in a crash is
-            # harmless, since the stats recorded with it are lost too and the file is re-read.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
-                _create_schema(conn)
-            conn.execute("SELECT count(*) FROM files").fetchone()
-            return conn
+            return cachedb.connect(
+                path,
+                version=_VERSION,
+                create_schema=_create_schema,
+                timeout=30,
+                # WAL: a search reading never blocks a save's hook; a commit lost in a crash is
+                # harmless, since the stats recorded with it are lost too and the file is re-read.
+                pragmas=("journal_mode = WAL", "synchronous = NORMAL"),
+                probe="SELECT count(*) FROM files",
+            )
         except (sqlite3.DatabaseError, OSError):
             # Damaged or unwritable: it is only a cache, so start it again, or work in memory.
-            if conn is not None:
-                conn.close()
             if attempt == 0:
                 try:
                     _remove(store)
@@ -226,9 +236,7 @@ def _connect(store: Store) -> sqlite3.Connection:
 
 
 def _in_memory() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    _create_schema(conn)
-    return conn
+    return cachedb.in_memory(_create_schema)
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -246,7 +254,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     """)
 
 
-def _remove(store: Store) -> None:
+def _remove(store: Indexed) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         try:
             (store.root / (SEARCH_FILE + suffix)).unlink()
@@ -262,7 +270,9 @@ def _remove(store: Store) -> None:
 # Catching up and querying
 
 
-def _catch_up(conn: sqlite3.Connection, store: Store, notify: Callable[[int], None] | None) -> None:
+def _catch_up(
+    conn: sqlite3.Connection, store: Indexed, notify: Callable[[int], None] | None
+) -> None:
     """Re-index the sessions whose memory file changed since it was indexed; drop vanished ones.
 
     Only files whose size or mtime moved are read.
@@ -272,7 +282,9 @@ def _catch_up(conn: sqlite3.Connection, store: Store, notify: Callable[[int], No
     # replaced by a save. A file another tool rewrote in place is caught up when a hit shows it,
     # at the folder's next change, or by `chatcli doctor --fix`.
     recorded = conn.execute("SELECT value FROM state WHERE key = 'folders'").fetchone()
-    unchanged, stamp = _folders_unchanged(recorded[0] if recorded else None, (store.memory_dir,))
+    unchanged, stamp = cachedb.folders_unchanged(
+        recorded[0] if recorded else None, (store.memory_dir,)
+    )
     if unchanged:
         return
     _sync(conn, store, notify)
@@ -281,11 +293,11 @@ def _catch_up(conn: sqlite3.Connection, store: Store, notify: Callable[[int], No
             conn.execute("INSERT OR REPLACE INTO state VALUES ('folders', ?)", (stamp,))
 
 
-def _sync(conn: sqlite3.Connection, store: Store, notify: Callable[[int], None] | None) -> None:
+def _sync(conn: sqlite3.Connection, store: Indexed, notify: Callable[[int], None] | None) -> None:
     """Bring the index in line with every memory file's stat."""
     # (the full name check comes below, only for the files that changed)
     listing = [
-        (sid, st.st_mtime_ns, st.st_size) for sid, st in _scan_stats(store.memory_dir, ".json")
+        (sid, st.st_mtime_ns, st.st_size) for sid, st in scan_stats(store.memory_dir, ".json")
     ]
     # The usual case, nothing changed, costs one checksum instead of comparing 10,000 rows: the
     # checksum of the listing the index was last brought in line with is kept with it. (A
@@ -296,7 +308,7 @@ def _sync(conn: sqlite3.Connection, store: Store, notify: Callable[[int], None] 
         return
     current = set(listing)
     indexed = set(conn.execute("SELECT id, mtime, size FROM files"))
-    changed = {c for c in current - indexed if _MEMORY_NAME_RE.fullmatch(c[0] + ".json")}
+    changed = {c for c in current - indexed if MEMORY_NAME_RE.fullmatch(c[0] + ".json")}
     gone = {sid for sid, _, _ in indexed - current} - {sid for sid, _, _ in changed}
     if not changed and not gone:  # saves indexed themselves: only the digest is behind
         with contextlib.suppress(sqlite3.Error):  # busy or read-only: compare again next time
@@ -332,9 +344,7 @@ def _sync(conn: sqlite3.Connection, store: Store, notify: Callable[[int], None] 
         raise
 
 
-def _read_messages(store: Store, sid: str) -> list[dict[str, Any]]:
-    from .store import parse_messages
-
+def _read_messages(store: Indexed, sid: str) -> list[dict[str, Any]]:
     try:
         return parse_messages(store.memory_path(sid).read_bytes())
     except (OSError, ValueError):  # damaged or vanished: nothing to find in it until it changes
@@ -414,7 +424,7 @@ def _ranked(conn: sqlite3.Connection, expression: str, limit: int) -> list[tuple
     return [(sid, found[num]) for num, sid in rows]
 
 
-def _query(conn: sqlite3.Connection, store: Store, expression: str, limit: int) -> list[Hit]:
+def _query(conn: sqlite3.Connection, store: Indexed, expression: str, limit: int) -> list[Hit]:
     try:
         ranked = _ranked(conn, expression, limit)
     except sqlite3.OperationalError as e:
