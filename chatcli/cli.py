@@ -400,7 +400,7 @@ def export(
         stdout.buffer.flush()
         return
     output = output.expanduser()
-    write_export(output, data, replace=force, hint="add --force to replace it")
+    write_export(output, data, replace=force, refusal="file exists (add --force to replace it)")
     typer.echo(f"exported session {sid} to {output}", err=True)
 
 

@@ -148,11 +148,11 @@ def _tool_call(i: int, call: Any) -> dict[str, Any]:
     }
 
 
-def write_export(path: Path, data: bytes, *, replace: bool = False, hint: str) -> None:
+def write_export(path: Path, data: bytes, *, replace: bool = False, refusal: str) -> None:
     """Write an export to ``path`` atomically (``chatcli export -o`` and ``/export``); a file
-    that is already there is refused unless ``replace``, with ``hint`` saying what to do."""
+    that is already there is refused with the message ``refusal`` unless ``replace``."""
     from .store import atomic_write
 
     if not replace and (path.exists() or path.is_symlink()):
-        raise ChatcliError(f"file exists ({hint})", path=path)
+        raise ChatcliError(refusal, path=path)
     atomic_write(path, data)

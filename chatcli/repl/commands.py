@@ -142,7 +142,7 @@ def _export(chat: Chat, arg: str) -> None:
 
     path = Path(arg or f"chatcli-{chat.sid[:8]}.md").expanduser()
     data = export_session(chat.store, chat.sid, fmt="md")
-    write_export(path, data, hint="give /export another path")  # never over an existing file
+    write_export(path, data, refusal="file exists; give /export another path")  # never over it
     assert chat.session is not None
     print_note(chat.err, f"exported {len(chat.session.messages)} messages to {path}")
 
