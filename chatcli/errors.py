@@ -65,3 +65,11 @@ class ModelError(ChatcliError):
 
 class QueryError(ChatcliError):
     """A SQL statement was refused by the read-only sandbox or failed."""
+
+
+class DataFileError(ChatcliError):
+    """A CSV, JSON or Parquet file cannot be imported; the message names the line if any."""
+
+
+class TableExists(ChatcliError):
+    """Importing a file would overwrite an existing table, and replacing was not asked for."""
