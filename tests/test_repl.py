@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
+from conftest import only_session, read_memory
 from fake_openai import FakeOpenAI
 
 from chatcli.store import Store
-
-
-def _only_session(root: Path) -> str:
-    [sid] = Store(root).ids()
-    return sid
-
-
-def _memory(root: Path, sid: str) -> list[dict]:
-    return json.loads((root / "memory" / f"{sid}.json").read_bytes())
 
 
 def test_piped_message_streams_the_reply_and_saves_the_turn(
@@ -28,8 +19,8 @@ def test_piped_message_streams_the_reply_and_saves_the_turn(
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello **there**, friend.\n"  # plain text, as streamed
     assert "\x1b" not in result.stdout
-    sid = _only_session(root)
-    memory = _memory(root, sid)
+    sid = only_session(root)
+    memory = read_memory(root, sid)
     assert [m["type"] for m in memory] == ["human", "ai"]
     assert memory[1]["data"]["content"] == "Hello **there**, friend."
     assert memory[1]["data"]["response_metadata"]["finish_reason"] == "stop"
@@ -56,7 +47,7 @@ def test_resume_sends_the_history_and_the_system_prompt(
     roles = [m["role"] for m in sent["messages"]]
     assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
     assert sent["messages"][1]["content"] == "What is the capital of France?"
-    assert len(_memory(example_root, sid)) == 6
+    assert len(read_memory(example_root, sid)) == 6
 
 
 def test_switch_sends_the_other_sessions_history(
@@ -85,7 +76,7 @@ def test_http_500_is_one_line_and_the_question_is_kept(
     assert result.returncode == 1  # the loop went on, but a script must learn a turn failed
     assert "HTTP 500" in result.stderr and "Traceback" not in result.stderr
     assert result.stdout == "fine now\n"
-    memory = _memory(root, _only_session(root))
+    memory = read_memory(root, only_session(root))
     assert [m["data"]["content"] for m in memory] == ["first try", "second try", "fine now"]
 
 
@@ -93,7 +84,7 @@ def test_a_dropped_stream_keeps_what_arrived(root: Path, server: FakeOpenAI, cha
     server.drop("one two three four five six", after_chunks=3)
     result = chatcli("new", input="tell me\n")
     assert "broke off" in result.stderr and "Traceback" not in result.stderr
-    memory = _memory(root, _only_session(root))
+    memory = read_memory(root, only_session(root))
     assert memory[-1]["type"] == "ai"
     assert memory[-1]["data"]["content"] == "one two three "
     assert memory[-1]["data"]["response_metadata"]["finish_reason"] == "incomplete"
@@ -106,7 +97,7 @@ def test_a_stream_ending_without_finish_reason_is_incomplete(
     result = chatcli("new", input="tell me\n")
     assert result.returncode == 0
     assert "broke off" in result.stderr
-    memory = _memory(root, _only_session(root))
+    memory = read_memory(root, only_session(root))
     assert memory[-1]["data"]["content"] == "half an answer"
     assert memory[-1]["data"]["response_metadata"]["finish_reason"] == "incomplete"
 
@@ -118,7 +109,7 @@ def test_an_unreachable_server_is_a_clear_error(root: Path, chatcli) -> None:
     result = chatcli("new", input="hello?\n", OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
     assert "cannot reach the model server" in result.stderr
     assert "Traceback" not in result.stderr
-    memory = _memory(root, _only_session(root))
+    memory = read_memory(root, only_session(root))
     assert [m["data"]["content"] for m in memory] == ["hello?"]
 
 
@@ -157,7 +148,7 @@ def test_escape_sequences_from_the_model_never_reach_the_terminal_raw(
     server.reply("evil \x1b]0;pwned\x07 \x1b[2J text")
     result = chatcli("new", input="hi\n")
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
-    memory = _memory(root, _only_session(root))
+    memory = read_memory(root, only_session(root))
     assert memory[-1]["data"]["content"] == "evil \x1b]0;pwned\x07 \x1b[2J text"  # stored exactly
 
 
@@ -207,7 +198,7 @@ def test_sigterm_mid_reply_saves_what_arrived(root: Path, server: FakeOpenAI, en
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
-    memory = _memory(root, _only_session(root))
+    memory = read_memory(root, only_session(root))
     assert memory[-1]["data"]["response_metadata"]["finish_reason"] == "interrupted"
     assert memory[-1]["data"]["content"].startswith("word word")
 
