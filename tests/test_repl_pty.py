@@ -3,17 +3,14 @@ types them, against the loopback model server."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import CHATCLI
+from conftest import CHATCLI, PLAIN, only_session, read_memory
 from fake_openai import FakeOpenAI
-
-from chatcli.store import Store
 
 TIMEOUT = 10
 # The first turn also waits for the background import of langchain_openai (~2 s, more when the
@@ -29,7 +26,6 @@ ROWS = 40
 UP = "\x1b[A"
 ESC_ENTER = "\x1b\r"
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[=>()][0-9A-B]?")
-EXAMPLE_SID = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
 
 
 class Term:
@@ -79,8 +75,7 @@ def term(env: dict[str, str]) -> Iterator[Term]:
 
 
 def _memory(root: Path) -> list[dict]:
-    [sid] = Store(root).ids()
-    return json.loads((root / "memory" / f"{sid}.json").read_bytes())
+    return read_memory(root, only_session(root))
 
 
 def _user_messages(server: FakeOpenAI) -> list[str]:
@@ -168,7 +163,7 @@ def test_esc_enter_inserts_a_newline_into_one_message(term: Term, server: FakeOp
 def test_resume_shows_the_last_turns_before_the_prompt(
     env: dict[str, str], example_root: Path
 ) -> None:
-    t = Term({**env, "CHATCLI_STORAGE": str(example_root)}, "resume", EXAMPLE_SID[:8])
+    t = Term({**env, "CHATCLI_STORAGE": str(example_root)}, "resume", PLAIN[:8])
     try:
         t.prompt()
         shown = t.output()
