@@ -393,10 +393,17 @@ def _line_of_decode_error(path: Path, encoding: str) -> int:
     line = 1
     with open(path, "rb") as f:
         for piece in f:  # pieces end at b"\n": in every encoding here, a line ends in one
+            state = decoder.getstate()
             try:
                 line += decoder.decode(piece).count("\n")
             except UnicodeDecodeError:
-                return line
+                # again byte by byte: the piece may first finish the last line's newline
+                decoder.setstate(state)
+                for i in range(len(piece)):
+                    try:
+                        line += decoder.decode(piece[i : i + 1]).count("\n")
+                    except UnicodeDecodeError:
+                        return line
     return line
 
 
