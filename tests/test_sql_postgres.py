@@ -9,6 +9,8 @@ objects are exactly as before.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -261,6 +263,15 @@ def test_describe_unknown_table_lists_the_tables(reader: PostgresDatabase) -> No
         reader.describe_table("nope")
 
 
+def test_an_error_of_ours_keeps_the_connection(reader: PostgresDatabase) -> None:
+    pid = reader.run_sql("SELECT pg_backend_pid()").rows
+    with pytest.raises(QueryError):
+        reader.describe_table("nope")
+    with pytest.raises(QueryError):
+        reader.run_sql("SELECT * FROM nope")
+    assert reader.run_sql("SELECT pg_backend_pid()").rows == pid
+
+
 def test_the_tools_work_on_postgres(reader: PostgresDatabase) -> None:
     text = call_tool(reader, "run_sql", {"query": "SELECT name FROM customers ORDER BY id"})
     assert text.splitlines()[:3] == ["name", "Ada", "Grace"]
@@ -405,3 +416,12 @@ def test_a_closed_database_refuses_calls(reader: PostgresDatabase) -> None:
     reader.close()
     with pytest.raises(QueryError, match="closed"):
         reader.run_sql("SELECT 1")
+
+
+def test_importing_the_backend_does_not_import_psycopg() -> None:
+    code = (
+        "import sys, chatcli.sql.postgres as p; "
+        "assert p.is_postgres_url('postgresql://h/db'); print('psycopg' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

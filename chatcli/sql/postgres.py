@@ -15,6 +15,7 @@ for is_postgres_url) costs nothing at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -133,6 +134,7 @@ class PostgresDatabase:
         self._closed = False
         self._interrupted = False
         self._warned = False
+        self._cursors: list[Any] = []  # server-side cursors of the running call
         with self._lock:
             self._connection()
 
@@ -160,10 +162,8 @@ class PostgresDatabase:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # a broken socket may fail to close: gone anyway
                 conn.close()
-            except Exception:  # a broken socket may fail to close; it is gone either way
-                pass
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn
@@ -215,12 +215,18 @@ class PostgresDatabase:
                     return work(conn, cur)
             except psycopg.Error as e:
                 raise self._query_error(e, conn) from None
+            except QueryError:  # ours (e.g. no such table): the connection is fine
+                raise
             except BaseException:  # Ctrl-C included: no statement outlives its call
                 self._drop()
                 raise
             finally:
                 watchdog.cancel()
                 self._end(conn)
+                # After the ROLLBACK, closing a server cursor costs no round trip.
+                while self._cursors:
+                    with contextlib.suppress(Exception):
+                        self._cursors.pop().close()
 
     def _end(self, conn: psycopg.Connection[Any]) -> None:
         """Roll back and drop what outlives a rollback; a connection that cannot is dropped."""
@@ -292,6 +298,7 @@ class PostgresDatabase:
         try:
             with conn.transaction():  # a savepoint: a non-SELECT is retried below
                 server = conn.cursor(name=_CURSOR)
+                self._cursors.append(server)
                 _text_loaders(server)
                 # DECLARE ... CURSOR goes through the extended protocol: one statement only.
                 server.execute(query)
@@ -300,8 +307,8 @@ class PostgresDatabase:
                 raise
             # Not a query a cursor can hold (SHOW, EXPLAIN, or a real syntax error whose
             # position should refer to the user's text): run it directly, still one statement
-            # (binary results force the extended protocol), still read-only.
-            _text_loaders(cur)
+            # (binary results force the extended protocol), still read-only. Such results
+            # are short text (plans, settings); a type without a binary loader comes as bytes.
             cur.execute(query, binary=True)
             if cur.description is None:
                 return QueryResult([], [], note="statement returned no result")
@@ -379,7 +386,8 @@ class PostgresDatabase:
     def schema_summary(self, max_chars: int = 2000) -> str:
         """One line per table, `name(col type, ...) — ~N rows`, within about max_chars."""
         return self._call(
-            lambda conn, cur: catalog.schema_summary(cur, int(max_chars)), budget=2 * self.timeout
+            lambda conn, cur: catalog.schema_summary(cur, int(max_chars), budget_s=self.timeout),
+            budget=2 * self.timeout,
         )
 
     def write_access(self) -> str | None:
@@ -413,10 +421,8 @@ def _first_line(e: Exception) -> str:
 
 
 def _cancel(conn: psycopg.Connection[Any]) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the server or connection is gone: nothing to cancel
         conn.cancel_safe(timeout=5)
-    except Exception:  # the server is gone or the connection closed: nothing left to cancel
-        pass
 
 
 def _text_loaders(cur: Any) -> None:

@@ -7,6 +7,7 @@ the `public` schema are schema-qualified, and quoted where SQL needs it, so they
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chatcli.errors import QueryError
@@ -105,20 +106,27 @@ def _count(cur: Any, display: str, ms: int) -> int | None:
     """count(*) of the relation, or None if it fails or takes longer than `ms`."""
     import psycopg
 
+    if ms <= 0:
+        return None
+    count = None
     try:
-        with cur.connection.transaction():  # a savepoint: a cancelled count leaves no trace
+        # A savepoint, always rolled back: the shorter statement_timeout ends with it, and a
+        # cancelled count leaves the transaction usable.
+        with cur.connection.transaction() as savepoint:
             cur.execute(f"SET LOCAL statement_timeout = {int(ms)}")
-            return int(cur.execute(f"SELECT count(*) FROM {display}").fetchone()[0])
+            count = int(cur.execute(f"SELECT count(*) FROM {display}").fetchone()[0])
+            raise psycopg.Rollback(savepoint)
     except psycopg.Error:
         return None
+    return count
 
 
-def _rows_text(cur: Any, rel: tuple[Any, ...], *, exact: bool) -> str:
-    oid, display, _, kind, reltuples, size = rel
-    if exact:
-        count = _count(cur, display, _COUNT_MS)
-        if count is not None:
-            return f"{count:,} rows"
+def _rows_text(cur: Any, rel: tuple[Any, ...], *, count_ms: int) -> str:
+    """ "N rows" counted within `count_ms`, else the planner's "~N rows (estimate)"."""
+    _, display, _, kind, reltuples, _ = rel
+    count = _count(cur, display, count_ms)
+    if count is not None:
+        return f"{count:,} rows"
     if kind in ("r", "p", "m") and reltuples is not None and reltuples >= 0:
         return f"~{int(reltuples):,} rows (estimate)"
     return "? rows"
@@ -141,7 +149,7 @@ def describe_table(cur: Any, name: str) -> str:
     definition = None
     if kind in ("v", "m"):
         definition = cur.execute("SELECT pg_get_viewdef(%s)", (oid,)).fetchone()[0]
-    rows = _rows_text(cur, rel, exact=True)
+    rows = _rows_text(cur, rel, count_ms=_COUNT_MS)
     out = [f"{_KINDS.get(kind, 'relation')} {display} — {rows}", "columns:"]
     for _, attnum, col, type_, notnull, default, identity, generated in columns:
         parts = [col, type_]
@@ -175,8 +183,10 @@ def describe_table(cur: Any, name: str) -> str:
     return "\n".join(out)
 
 
-def schema_summary(cur: Any, max_chars: int = 2000) -> str:
+def schema_summary(cur: Any, max_chars: int = 2000, *, budget_s: float = 5.0) -> str:
+    """One line a relation; the exact counts share `budget_s` seconds, then estimates."""
     relations = _relations(cur)
+    deadline = time.monotonic() + budget_s
     oids = [r[0] for r in relations]
     columns: dict[int, list[tuple[Any, ...]]] = {}
     for row in cur.execute(_COLUMNS, (oids,)).fetchall():
@@ -200,9 +210,11 @@ def schema_summary(cur: Any, max_chars: int = 2000) -> str:
         if kind in ("v", "f"):
             tail = _KINDS[kind]
         else:
-            exact = size is not None and size <= _EXACT_COUNT_BYTES and exact_left > 0
-            exact_left -= 1 if exact else 0
-            tail = _rows_text(cur, rel, exact=exact)
+            ms = 0
+            if size is not None and size <= _EXACT_COUNT_BYTES and exact_left > 0:
+                exact_left -= 1
+                ms = min(_COUNT_MS, int((deadline - time.monotonic()) * 1000))
+            tail = _rows_text(cur, rel, count_ms=ms)
         line = f"{display}({', '.join(cols)}) — {tail}"
         lines.append(line if len(line) <= 400 else line[:399] + "…")
     out: list[str] = []
