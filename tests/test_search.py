@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from chatcli.cli import _hit_rows, app
 from chatcli.render import Terminal, print_search_hits
-from chatcli.store import Store, listing, search
+from chatcli.store import Store, search
 
 PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
 TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
@@ -377,49 +377,3 @@ def test_concurrent_searches_and_saves_agree(root: Path) -> None:
 )
 def test_match_expression_quotes_every_word(text: str, expected: str) -> None:
     assert search.match_expression(text) == expected
-
-
-# ---------------------------------------------------------------------------------------------
-# The listing index's folder checks (store.cachedb.folders_unchanged)
-
-
-def test_a_session_added_within_the_clock_tick_of_the_last_listing_is_listed(root: Path) -> None:
-    store = Store(root)
-    first = _session(store, "one")
-    folders = [root / name for name in ("memory", "meta", "db")]
-    tick = time.time()
-    for folder in folders:
-        os.utime(folder, (tick, tick))
-    assert [r.id for r in store.list_sessions()] == [first]
-    second = _session(store, "two")
-    for folder in folders:  # a coarse clock (1-2 s on FAT, HFS+): the same mtime as before
-        os.utime(folder, (tick, tick))
-    assert {r.id for r in store.list_sessions()} == {first, second}
-
-
-def test_settled_unchanged_folders_are_not_scanned_again(root: Path, monkeypatch) -> None:
-    store = Store(root)
-    _session(store, "one")
-    settle(*(root / name for name in ("memory", "meta", "db")))
-    assert len(Store(root).list_sessions()) == 1
-
-    def no_scanning(*args):
-        raise AssertionError("scanned again")
-
-    monkeypatch.setattr(listing, "scan_stats", no_scanning)
-    assert len(Store(root).list_sessions()) == 1
-
-
-def test_a_session_rewritten_in_place_moves_up_the_listing(root: Path) -> None:
-    store = Store(root)
-    older, newer = _session(store, "older"), _session(store, "newer")
-    _updated(store, older, 200)
-    _updated(store, newer, 100)
-    folder = root / "memory"
-    settle(folder, root / "meta", root / "db")
-    assert [r.id for r in Store(root).list_sessions(limit=10)] == [newer, older]
-    st = folder.stat()
-    store.memory_path(older).write_text(json.dumps([_human("older, rewritten by another tool")]))
-    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
-    rows = Store(root).list_sessions(limit=10)
-    assert [(r.id, r.messages) for r in rows] == [(older, 1), (newer, 1)]

@@ -1,4 +1,4 @@
-"""The store: seed layout, lazy loads, append-only atomic saves, locks, damaged files, the index."""
+"""The store's sessions: seed layout, lazy loads, append-only atomic saves, locks, damaged files."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from langchain_core.messages import (
 
 from chatcli.errors import AmbiguousSession, DamagedSession, SessionNotFound
 from chatcli.store import Store
-from chatcli.store.messages import appended_bytes
 
 PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"  # 4 messages, zero-byte db, no metadata
 TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"  # system + tool calls + attached db
@@ -101,15 +100,6 @@ def test_append_keeps_every_existing_byte(example_root: Path) -> None:
     assert len(json.loads(data)) == 5
 
 
-@pytest.mark.parametrize(
-    "existing", [b"", b"  \n", b"[]", b"[\n]\n", b'[{"type":"human","data":{"content":"a"}}]']
-)
-def test_appended_bytes_is_valid_json(existing: bytes) -> None:
-    before = json.loads(existing) if existing.strip() else []
-    data = appended_bytes(existing, [{"type": "ai", "data": {"content": "b"}}])
-    assert json.loads(data) == before + [{"type": "ai", "data": {"content": "b"}}]
-
-
 @pytest.mark.parametrize("name", sorted(p.name for p in (DAMAGED / "memory").iterdir()))
 def test_damaged_file_is_refused_and_never_rewritten(tmp_path: Path, name: str) -> None:
     store = Store(tmp_path)
@@ -174,40 +164,6 @@ def test_files_and_folders_are_private_even_with_a_permissive_umask(root: Path) 
     for path in [root, *root.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), path
-
-
-def test_index_notices_sessions_added_and_changed_by_other_tools(example_root: Path) -> None:
-    store = Store(example_root)
-    assert len(store.list_sessions()) == 4
-    new = "dddddddd-0000-4000-8000-000000000000"
-    store.memory_path(new).write_text(json.dumps([message_to_dict(HumanMessage("fresh"))]))
-    rows = {r.id: r for r in Store(example_root).list_sessions()}
-    assert rows[new].title == "fresh"
-    # an in-place rewrite (no rename, so the folder's mtime may not move)
-    path = store.memory_path(PLAIN)
-    data = json.loads(path.read_text()) + [message_to_dict(HumanMessage("again"))]
-    with open(path, "r+") as f:
-        f.write(json.dumps(data))
-        f.truncate()
-    rows = {r.id: r for r in Store(example_root).list_sessions(limit=50)}  # as `chatcli list`
-    assert rows[PLAIN].messages == 5
-
-
-def test_a_damaged_index_is_rebuilt(example_root: Path) -> None:
-    store = Store(example_root)
-    store.list_sessions()
-    (example_root / "index.sqlite").write_bytes(b"garbage" * 100)
-    assert len(Store(example_root).list_sessions()) == 4
-
-
-def test_listing_works_on_a_read_only_storage_folder(example_root: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root ignores folder permissions")
-    example_root.chmod(0o500)
-    try:
-        assert len(Store(example_root).list_sessions()) == 4
-    finally:
-        example_root.chmod(0o700)
 
 
 _WRITER = textwrap.dedent("""

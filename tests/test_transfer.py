@@ -167,6 +167,8 @@ def test_imported_sessions_are_listed_and_searchable(root: Path, tmp_path: Path,
             "message 1 has unknown role",
         ),
         (b"\xff\xfe garbage", "not valid JSON"),
+        # UTF-8 only, as memory files: a later save appends UTF-8 bytes to what was imported
+        (json.dumps([{"role": "user", "content": "hi"}]).encode("utf-16"), "not valid JSON"),
     ],
 )
 def test_a_bad_file_is_one_line_and_creates_nothing(

@@ -7,6 +7,7 @@ Standard library and chatcli.errors only; the SQL side (chatcli/sql/) may use th
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -18,9 +19,9 @@ class NotRegularFile(OSError):
     """:func:`read_regular` met a folder, a FIFO, a device or a socket; ``kind`` names which."""
 
     def __init__(self, kind: str, path: Path) -> None:
-        super().__init__(f"is {kind}, not a regular file")
+        code = errno.EISDIR if kind == "a folder" else errno.EINVAL
+        super().__init__(code, f"is {kind}, not a regular file", str(path))  # e.strerror says it
         self.kind = kind
-        self.filename = str(path)
 
 
 def ensure_dir(path: Path) -> None:
