@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import random
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHATCLI, DAMAGED, run
+from conftest import CHATCLI, DAMAGED, conversation, digest, new_session, run
 from fake_openai import FakeOpenAI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,32 +42,16 @@ KEY = "sk-test-secret-key-1234"  # the key the conftest env hands every chatcli 
 LIST_FIELDS = {"id", "title", "messages", "updated", "model", "db", "damaged"}
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _messages(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_bytes())
 
 
 def _grown_session(root: Path, pairs: int) -> str:
     """A session holding ``pairs`` question/answer turns, written in one save."""
-    store = Store(root)
-    sid = store.create(title="grown")
-    turns = []
-    for i in range(pairs):
-        turns += [
-            {"type": "human", "data": {"content": f"question {i} " + "q" * 80}},
-            {
-                "type": "ai",
-                "data": {
-                    "content": f"answer {i} " + "a" * 150,
-                    "response_metadata": {"finish_reason": "stop"},
-                },
-            },
-        ]
-    store.append(sid, turns)
-    return sid
+    turns = conversation(
+        pairs, question="question {i} " + "q" * 80, answer="answer {i} " + "a" * 150, finish="stop"
+    )
+    return new_session(Store(root), turns, title="grown")
 
 
 def _assert_one_clean_error(stderr: str) -> None:
@@ -138,13 +121,8 @@ def _kill_run(root: Path, env: dict[str, str], sid: str, *, kills: int, seed: in
     }
 
 
-@pytest.mark.parametrize(
-    "kills",
-    [
-        25,
-        pytest.param(200, marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.slow  # a kill loop: the full run only
+@pytest.mark.parametrize("kills", [25, 200])
 def test_kill_9_during_saves_never_tears_or_loses_messages(
     root: Path, env: dict[str, str], kills: int
 ) -> None:
@@ -156,11 +134,11 @@ def test_kill_9_during_saves_never_tears_or_loses_messages(
     path = Store(root).memory_path(sid)
     assert all(m["type"] in ("human", "ai") for m in _messages(path))
     # What the kills leave behind is temp files only, which the doctor clears a minute later.
-    before = _digest(path)
+    before = digest(path)
     report = check(Store(root), fix=True, now=time.time() + 120)
     assert report.ok, report.problems
     assert not [n for n in os.listdir(path.parent) if n.endswith(".tmp")]
-    assert _digest(path) == before
+    assert digest(path) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +522,7 @@ def test_storage_of_another_user_is_one_clear_error(
     root = Path(e["CHATCLI_STORAGE"])
     sid = _grown_session(root, 3)
     _own(root, unprivileged.other_uid, dir_mode=mode, file_mode=0o600)
-    before = _digest(Store(root).memory_path(sid))
+    before = digest(Store(root).memory_path(sid))
     result = subprocess.run(
         [CHATCLI, *command],
         input="hello\n",
@@ -558,7 +536,7 @@ def test_storage_of_another_user_is_one_clear_error(
     _assert_one_clean_error(result.stderr)
     assert len(result.stderr.splitlines()) == 1
     assert "Permission denied" in result.stderr and "unexpected" not in result.stderr
-    assert _digest(Store(root).memory_path(sid)) == before
+    assert digest(Store(root).memory_path(sid)) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,7 +592,7 @@ def _check_loader(base: Path, raw: bytes) -> None:
     store = _fresh_store(base)
     path = store.memory_path(SID)
     path.write_bytes(raw)
-    digest = _digest(path)
+    before = digest(path)
     [row] = store.list_sessions()
     assert set(json.loads(store.list_json())[0]) == LIST_FIELDS
     try:
@@ -624,10 +602,10 @@ def _check_loader(base: Path, raw: bytes) -> None:
         assert row.damaged
         with pytest.raises(DamagedSession):
             store.append(SID, [{"type": "human", "data": {"content": "x"}}])
-        assert _digest(path) == digest
+        assert digest(path) == before
         return
     assert row.damaged is None and row.messages == len(loaded)
-    assert _digest(path) == digest
+    assert digest(path) == before
     store.append(SID, [{"type": "human", "data": {"content": "x"}}])
     assert store.load_messages(SID) == loaded + [{"type": "human", "data": {"content": "x"}}]
 
@@ -638,7 +616,14 @@ def fuzz_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 _HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-_fuzz = settings(max_examples=100, deadline=None, suppress_health_check=_HEALTH)
+_fuzz_settings = settings(max_examples=100, deadline=None, suppress_health_check=_HEALTH)
+
+
+def _fuzz(test: Callable[..., None]) -> Callable[..., None]:
+    """100 examples, in the full run only: the quick run leaves the fuzzers out."""
+    return pytest.mark.slow(_fuzz_settings(test))
+
+
 _fuzz_long = settings(max_examples=2000, deadline=None, suppress_health_check=_HEALTH)
 
 
@@ -782,7 +767,7 @@ def test_cli_lists_and_refuses_fuzzed_files_without_touching_them(
     }
     for sid, raw in picked.items():
         (root / "memory" / f"{sid}.json").write_bytes(raw)
-    digests = {p: _digest(p) for p in (root / "memory").iterdir()}
+    digests = {p: digest(p) for p in (root / "memory").iterdir()}
     e = {**env, "CHATCLI_STORAGE": str(root)}
     listing = run(["list", "--all"], e)
     assert listing.returncode == 0 and listing.stderr == ""
@@ -794,7 +779,7 @@ def test_cli_lists_and_refuses_fuzzed_files_without_touching_them(
         assert result.returncode == 1
         _assert_one_clean_error(result.stderr)
         assert "damaged" in result.stderr
-    assert {p: _digest(p) for p in digests} == digests
+    assert {p: digest(p) for p in digests} == digests
 
 
 # ---------------------------------------------------------------------------------------------
