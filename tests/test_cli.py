@@ -17,6 +17,7 @@ from conftest import (
     human,
     invoke,
     make_db,
+    new_session,
     tree_digest,
 )
 from typer.testing import CliRunner
@@ -57,6 +58,20 @@ def test_list_plain_output_has_no_escape_codes(example_root: Path, chatcli) -> N
     out = chatcli("list", CHATCLI_STORAGE=str(example_root)).stdout
     assert "\x1b" not in out
     assert "What is the capital" in out
+
+
+def test_list_cuts_cjk_titles_at_the_same_width_as_latin_ones(root: Path) -> None:
+    from rich.cells import cell_len
+
+    from chatcli.store import Store
+
+    store = Store(root)
+    new_session(store, [human("東京" * 50)])  # a title taken from the first message
+    new_session(store, [human("x" * 100)])
+    new_session(store, [human("hi")], title="大阪" * 50)
+    lines = invoke(root, "list").stdout.splitlines()[2:-1]  # between the header and the note
+    widths = sorted(cell_len(line.split()[1]) for line in lines)  # no title has a space
+    assert len(widths) == 3 and 59 <= min(widths) and max(widths) <= 60  # never twice the room
 
 
 def test_list_marks_damaged_files_and_still_succeeds(tmp_path: Path, chatcli) -> None:

@@ -19,6 +19,7 @@ from chatcli.render import (
     print_note,
     print_table,
     sanitize,
+    shorten,
 )
 
 DOC = """\
@@ -537,3 +538,33 @@ def test_the_terminal_context_makes_the_two_consoles(monkeypatch: pytest.MonkeyP
             console.print("session 42 at 0x1f")
         assert capture.get() == "session 42 at 0x1f\n"
         assert console._highlight is False
+
+
+def test_the_in_memory_terminal_keeps_replies_and_errors_apart() -> None:
+    term = Terminal.in_memory(terminal=False)
+    print_note(term.out, "a reply")
+    print_error(term.err, "a failure")
+    assert term.stdout.getvalue() == "a reply\n"
+    assert term.stderr.getvalue() == "chatcli: error: a failure\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("x" * 100, id="ascii"),
+        pytest.param("東京の天気" * 20, id="cjk"),
+        pytest.param("a" + "東京" * 50, id="cjk-straddling-the-edge"),
+        pytest.param("🎉 party " * 20, id="emoji"),
+    ],
+)
+def test_shorten_counts_terminal_cells_not_characters(text: str) -> None:
+    from rich.cells import cell_len
+
+    short = shorten(text, 40)
+    assert short.endswith("…")
+    assert 39 <= cell_len(short) <= 40  # a wide character that would not fit is left out whole
+    assert text.startswith(short[:-1].rstrip())
+
+
+def test_shorten_leaves_what_fits_and_puts_it_on_one_line() -> None:
+    assert shorten("東京\n  の天気", 12) == "東京 の天気"  # 11 cells
