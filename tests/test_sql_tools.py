@@ -13,6 +13,7 @@ from chatcli.sql import (
     ReadOnlyDatabase,
     call_tool,
     describe_call,
+    parse_call,
     run_tool,
 )
 
@@ -108,3 +109,13 @@ def test_describe_call_shows_the_sql_of_either_spelling() -> None:
     assert describe_call("run_sql", {"sql": "SELECT 2"}) == "sql> SELECT 2"
     assert describe_call("describe_table", {"name": "t"}) == "describe_table(name='t')"
     assert describe_call("list_tables", {}) == "list_tables()"
+
+
+def test_parse_call_says_what_will_run_before_it_runs(db_path: Path) -> None:
+    call = parse_call("run_sql", '{"sql": "SELECT 3 AS three"}')
+    assert call.shown == "sql> SELECT 3 AS three"
+    bad = parse_call("run_sql", "{not json")
+    assert bad.problem is not None and "not valid JSON" in bad.problem
+    with ReadOnlyDatabase(db_path) as db:
+        assert call.run(db).text == "three\n3"
+        assert bad.run(db).text.startswith("error: tool arguments are not valid JSON")

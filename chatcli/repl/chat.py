@@ -369,10 +369,11 @@ class Chat:
 
     def _run_tool(self, name: str, args: dict[str, Any]) -> str:
         """Run a model's tool call through the sql package, show it, return the model's reply."""
-        from ..sql import run_tool
+        from ..sql import parse_call
 
-        outcome = run_tool(self.database(), name, args)
-        print_note(self.err, outcome.shown)
+        call = parse_call(name, args)
+        print_note(self.err, call.shown)  # before it runs: a long query shows what it waits for
+        outcome = call.run(self.database())
         if outcome.result is not None:
             result = outcome.result
             print_table(self.out, result.columns, result.rows, note=result.note)

@@ -3,8 +3,8 @@
 Modules: copy (validate and copy the user's SQLite file, open read-only, no sidecar
 files), sandbox (the locked-down connection and QueryResult), schema (list, describe,
 summarize tables), worker (the killable process the statements run in), sqlite
-(ReadOnlyDatabase, the SQLite backend), tools (the tool specs and run_tool, the one
-parser of tool arguments); postgres is a second backend, imported by name when wanted.
+(ReadOnlyDatabase, the SQLite backend), tools (the tool specs and parse_call/run_tool,
+the one parser of tool arguments); postgres is a second backend, imported by name when wanted.
 
 A backend (tools.Database) provides:
   max_chars: int                    about how much text a result may become
@@ -27,7 +27,16 @@ from __future__ import annotations
 from .copy import SQLITE_HEADER, copy_database, validate_database
 from .sandbox import QueryResult
 from .sqlite import ReadOnlyDatabase
-from .tools import TOOL_SPECS, Database, ToolOutcome, call_tool, describe_call, run_tool
+from .tools import (
+    TOOL_SPECS,
+    Database,
+    ToolCall,
+    ToolOutcome,
+    call_tool,
+    describe_call,
+    parse_call,
+    run_tool,
+)
 
 __all__ = [
     "SQLITE_HEADER",
@@ -35,10 +44,12 @@ __all__ = [
     "Database",
     "QueryResult",
     "ReadOnlyDatabase",
+    "ToolCall",
     "ToolOutcome",
     "call_tool",
     "copy_database",
     "describe_call",
+    "parse_call",
     "run_tool",
     "validate_database",
 ]

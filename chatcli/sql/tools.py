@@ -1,10 +1,11 @@
 """The tools the model may call, and the one place their arguments are parsed.
 
-run_tool is the entry point for a tool call: it parses the arguments (a JSON string or a
-dict; `sql` is accepted for run_sql's `query`, `table` for describe_table's `name`), runs
-the call on any backend with the Database interface, and returns a ToolOutcome: how to
-show the call, the rows to show, and the text for the model. Failures are outcomes too,
-never exceptions (Ctrl-C aside).
+parse_call is the entry point for a tool call: it parses the arguments (a JSON string or
+a dict; `sql` is accepted for run_sql's `query`, `table` for describe_table's `name`) into
+a ToolCall, which says how to show the call (before it runs: a query may take a while) and
+runs it on any backend with the Database interface, giving a ToolOutcome: the rows to show
+and the text for the model. run_tool does both. Failures are outcomes too, never
+exceptions (Ctrl-C aside).
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from chatcli.errors import ChatcliError
 
 from .sandbox import QueryResult
 
-__all__ = ["TOOL_SPECS", "Database", "ToolOutcome", "call_tool", "describe_call", "run_tool"]
+__all__ = [
+    "TOOL_SPECS",
+    "Database",
+    "ToolCall",
+    "ToolOutcome",
+    "call_tool",
+    "describe_call",
+    "parse_call",
+    "run_tool",
+]
 
 
 class Database(Protocol):
@@ -148,22 +158,45 @@ def _run(db: Database, name: str, args: dict[str, Any]) -> tuple[str, QueryResul
     raise _BadCall(f"unknown tool {name!r}; available tools: {known}")
 
 
-def run_tool(db: Database, name: str, args: dict[str, Any] | str | None) -> ToolOutcome:
-    """Run tool `name` for the model on `db`; a failure is an outcome with `error` set."""
-    shown = f"{name}({args!r})" if isinstance(args, str) else name
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call with its arguments parsed, ready to show (before it runs) and to run."""
+
+    name: str
+    args: dict[str, Any]
+    shown: str  # how describe_call shows it
+    problem: str | None = None  # the arguments could not be parsed: why
+
+    def run(self, db: Database) -> ToolOutcome:
+        """Run the call on `db`; a failure is an outcome with `error` set."""
+        error = self.problem
+        if error is None:
+            try:
+                text, result = _run(db, self.name, self.args)
+            except _BadCall as e:
+                error = str(e)
+            except ChatcliError as e:  # .message: the model needs no file path
+                error = e.message
+            except sqlite3.Error as e:
+                error = str(e)
+            else:
+                return ToolOutcome(self.shown, text, result)
+        return ToolOutcome(self.shown, f"error: {error}", error=error)
+
+
+def parse_call(name: str, args: dict[str, Any] | str | None) -> ToolCall:
+    """The model's call of tool `name` with `args` (a JSON string or a dict), parsed."""
     try:
         parsed = _arguments(args)
-        shown = describe_call(name, parsed)
-        text, result = _run(db, name, parsed)
     except _BadCall as e:
-        error = str(e)
-    except ChatcliError as e:  # .message: the model needs no file path
-        error = e.message
-    except sqlite3.Error as e:
-        error = str(e)
-    else:
-        return ToolOutcome(shown, text, result)
-    return ToolOutcome(shown, f"error: {error}", error=error)
+        shown = f"{name}({args!r})" if isinstance(args, str) else name
+        return ToolCall(name, {}, shown, problem=str(e))
+    return ToolCall(name, parsed, describe_call(name, parsed))
+
+
+def run_tool(db: Database, name: str, args: dict[str, Any] | str | None) -> ToolOutcome:
+    """Run tool `name` for the model on `db`; a failure is an outcome with `error` set."""
+    return parse_call(name, args).run(db)
 
 
 def call_tool(db: Database, name: str, args: dict[str, Any] | str | None) -> str:
