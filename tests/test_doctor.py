@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,41 +13,34 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DAMAGED, EXAMPLES, run
-from test_search import run_read_only, settle
-from typer.testing import CliRunner
+from conftest import (
+    DAMAGED,
+    EXAMPLES,
+    ai,
+    human,
+    invoke,
+    new_session,
+    run,
+    run_read_only,
+    settle,
+    tree_digest,
+)
 
-from chatcli.cli import app
 from chatcli.doctor import ERROR, INFO, WARNING, check
 from chatcli.store import Store, search
 
 ORPHAN = "eeeeeeee-0000-4000-8000-000000000000"
 
 
-def _doctor(root: Path, *args: str):
-    return CliRunner().invoke(app, ["--storage", str(root), "doctor", *args])
-
-
 def _user_data(root: Path) -> dict[str, str]:
     """Every memory file and database, by hash: what the doctor must never change."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.parent.name in ("memory", "db") and not p.name.startswith(".")
-    }
+    return tree_digest(root, dotfiles=False)
 
 
 def _healthy(root: Path) -> Store:
     store = Store(root)
     for i in range(3):
-        sid = store.create(title=f"s{i}")
-        store.append(
-            sid,
-            [
-                {"type": "human", "data": {"content": f"q{i}"}},
-                {"type": "ai", "data": {"content": f"a{i}"}},
-            ],
-        )
+        new_session(store, [human(f"q{i}"), ai(f"a{i}")], title=f"s{i}")
     store.list_sessions()
     return store
 
@@ -67,14 +59,14 @@ def _problems(root: Path) -> dict[str, str]:
 
 def test_a_healthy_storage_is_all_well(root: Path) -> None:
     _healthy(root)
-    result = _doctor(root)
+    result = invoke(root, "doctor")
     assert result.exit_code == 0, result.output
     assert "3 sessions checked" in result.output and "all well" in result.output
     assert check(Store(root)).findings == []
 
 
 def test_a_storage_folder_not_made_yet_is_all_well(root: Path) -> None:
-    assert _doctor(root).exit_code == 0
+    assert invoke(root, "doctor").exit_code == 0
     assert not root.exists()
 
 
@@ -83,14 +75,14 @@ def test_damaged_sessions_are_named_with_the_reason_and_what_to_do(tmp_path: Pat
     shutil.copytree(DAMAGED, root)
     root.chmod(0o700)
     before = _user_data(root)
-    result = _doctor(root)
+    result = invoke(root, "doctor")
     assert result.exit_code == 1
     for name in os.listdir(DAMAGED / "memory"):
         assert f"memory/{name}" in result.output
     assert "not valid JSON" in result.output and "unknown type 'alien'" in result.output
     assert "Repair the JSON by hand or restore it from a backup" in result.output
     assert "4 problems remain" in result.output
-    assert _doctor(root, "--fix").exit_code == 1  # --fix cannot repair user data...
+    assert invoke(root, "doctor", "--fix").exit_code == 1  # --fix cannot repair user data...
     assert _user_data(root) == before  # ...and does not try
 
 
@@ -103,7 +95,7 @@ def test_zero_byte_files_are_information_not_errors(tmp_path: Path) -> None:
     zero = {(f.problem, f.path.name) for f in report.findings if f.level == INFO}
     assert ("zero-byte session file", "9a1f3e6b-2c5d-4e7f-8a9b-0c1d2e3f4a55.json") in zero
     assert ("zero-byte database file", "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11.db") in zero
-    assert _doctor(root).exit_code == 0
+    assert invoke(root, "doctor").exit_code == 0
 
 
 def test_leftover_temp_files_are_removed_by_fix_once_older_than_a_minute(root: Path) -> None:
@@ -113,11 +105,11 @@ def test_leftover_temp_files_are_removed_by_fix_once_older_than_a_minute(root: P
     fresh = store.memory_dir / f".{sid}.json.4343.tmp"
     fresh.write_bytes(b"[")
     db_temp = _old(store.db_dir / f".{sid}.db.abc123.tmp", b"SQLite format 3\0")
-    result = _doctor(root)
+    result = invoke(root, "doctor")
     assert result.exit_code == 1
     assert "leftover temp file" in result.output and "doctor --fix" in result.output
     before = _user_data(root)
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output
     assert not stale.exists() and not db_temp.exists()
     assert fresh.exists()  # may belong to a save in progress
@@ -130,10 +122,10 @@ def test_metadata_without_a_session_or_unparsable_is_removed_by_fix(root: Path) 
     _old(store.meta_path(ORPHAN), b'{"title": "gone"}')
     store.meta_path(sid).write_text("{not json")
     assert _problems(root) == {"metadata without a session": WARNING, "damaged metadata": WARNING}
-    assert _doctor(root, "--fix").exit_code == 0
+    assert invoke(root, "doctor", "--fix").exit_code == 0
     assert not store.meta_path(ORPHAN).exists() and not store.meta_path(sid).exists()
     assert store.open(sid).title == _first_question(store, sid)
-    assert _doctor(root).exit_code == 0
+    assert invoke(root, "doctor").exit_code == 0
 
 
 def _first_question(store: Store, sid: str) -> str:
@@ -143,7 +135,7 @@ def _first_question(store: Store, sid: str) -> str:
 def test_a_database_without_a_session_is_reported_and_never_deleted(root: Path) -> None:
     store = _healthy(root)
     orphan = _attach(store, ORPHAN)
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 1
     assert "database without a session" in result.output
     assert "restore it from a backup" in result.output
@@ -163,7 +155,7 @@ def test_a_damaged_index_is_rebuilt_by_fix(root: Path) -> None:
     index.write_bytes(b"garbage" * 500)
     assert _problems(root) == {"damaged index": WARNING}
     assert index.read_bytes() == b"garbage" * 500  # checking alone changes nothing
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output
     assert "fixed" in result.output
     assert sqlite3.connect(index).execute("SELECT count(*) FROM sessions").fetchone() == (3,)
@@ -177,28 +169,28 @@ def test_a_stale_index_the_listing_cannot_notice_is_rebuilt_by_fix(root: Path) -
     store.list_sessions()
     sid = store.ids()[0]
     path = store.memory_path(sid)
-    data = json.loads(path.read_bytes()) + [{"type": "human", "data": {"content": "more"}}]
+    data = json.loads(path.read_bytes()) + [human("more")]
     with open(path, "r+") as f:  # rewritten in place by another tool: no folder mtime change
         f.write(json.dumps(data))
         f.truncate()
     assert {r.id: r.messages for r in store.list_sessions()}[sid] == 2  # the stale listing
-    result = _doctor(root)
+    result = invoke(root, "doctor")
     assert result.exit_code == 1
     assert "stale index" in result.output and "shows 2 messages, has 3" in result.output
-    assert _doctor(root, "--fix").exit_code == 0
+    assert invoke(root, "doctor", "--fix").exit_code == 0
     assert {r.id: r.messages for r in store.list_sessions()}[sid] == 3
 
 
 def test_an_index_merely_behind_a_save_is_not_a_problem(root: Path) -> None:
     store = _healthy(root)
-    store.append(store.ids()[0], [{"type": "human", "data": {"content": "new"}}])
-    assert _doctor(root).exit_code == 0  # the listing refreshes itself when folders change
+    store.append(store.ids()[0], [human("new")])
+    assert invoke(root, "doctor").exit_code == 0  # the listing refreshes itself when folders change
 
 
 def test_a_storage_folder_open_to_others_is_a_warning(root: Path) -> None:
     _healthy(root)
     root.chmod(0o755)
-    result = _doctor(root)
+    result = invoke(root, "doctor")
     assert result.exit_code == 1 and "chmod 700" in result.output
 
 
@@ -220,7 +212,7 @@ def test_fix_never_changes_a_session_file_or_a_database(tmp_path: Path) -> None:
         for p in root.rglob("*")
         if p.parent.name in ("memory", "db") and not p.name.startswith(".")
     }
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 1  # the damaged sessions and the orphan database remain
     assert _user_data(root) == before
     assert {p: p.stat().st_mtime_ns for p in stats} == stats
@@ -253,8 +245,8 @@ def test_exit_status_follows_what_remains(root: Path, level: str) -> None:
         store.memory_path(sid).write_bytes(b"[{")
     else:
         _old(store.meta_dir / f".{sid}.json.9.tmp")
-    assert _doctor(root).exit_code == 1
-    assert _doctor(root, "--fix").exit_code == (1 if level == ERROR else 0)
+    assert invoke(root, "doctor").exit_code == 1
+    assert invoke(root, "doctor", "--fix").exit_code == (1 if level == ERROR else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +263,7 @@ def test_fix_leaves_the_metadata_and_database_of_a_session_being_trashed(root: P
     trashed.parent.mkdir(parents=True)
     store.memory_path(sid).rename(trashed)
     _old(store.meta_path(sid), store.meta_path(sid).read_bytes())
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output
     assert "metadata of a trashed session" in result.output
     assert "database of a trashed session" in result.output
@@ -301,7 +293,7 @@ def test_fix_takes_the_session_lock_and_checks_again_before_removing(root: Path)
 def test_fix_keeps_metadata_written_moments_ago(root: Path) -> None:
     store = _healthy(root)
     store.meta_path(ORPHAN).write_text('{"title": "being created"}')  # Store.create's first write
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output
     assert "metadata of a session being created" in result.output
     assert store.meta_path(ORPHAN).exists()
@@ -326,7 +318,7 @@ def test_an_index_that_is_a_folder_is_reported_not_raised(root: Path) -> None:
     _healthy(root)
     (root / "index.sqlite").unlink()
     (root / "index.sqlite").mkdir()
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "damaged index" in result.output and "could not fix" in result.output
@@ -337,7 +329,7 @@ def test_a_damaged_search_index_is_a_warning_and_rebuilt_by_fix(root: Path) -> N
     store = _healthy(root)
     (root / "search.sqlite").write_bytes(b"not a database" * 100)
     assert _problems(root) == {"damaged search index": WARNING}
-    result = _doctor(root, "--fix")
+    result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output
     assert "damaged search index" in result.output and "fixed" in result.output
     conn = sqlite3.connect(root / "search.sqlite")

@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CHATCLI
-from typer.testing import CliRunner
+from conftest import PLAIN, TOOLS, human, invoke, new_session, run_read_only, settle, tree_digest
 
-from chatcli.cli import _hit_rows, app
+from chatcli.cli import _hit_rows
 from chatcli.render import Terminal, print_search_hits
 from chatcli.store import Store, search
 
-PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"
-TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"
-
-
-def _invoke(root: Path, *args: str):
-    return CliRunner().invoke(app, ["--storage", str(root), *args])
-
-
-def _human(text: str) -> dict:
-    return {"type": "human", "data": {"content": text}}
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.parent.name in ("memory", "db")
-    }
-
 
 def _session(store: Store, *texts: str, title: str | None = None) -> str:
-    sid = store.create(title=title)
-    store.append(sid, [_human(t) for t in texts])
-    return sid
+    return new_session(store, [human(t) for t in texts], title=title)
 
 
 def _updated(store: Store, sid: str, seconds_ago: float) -> None:
@@ -53,36 +28,12 @@ def _updated(store: Store, sid: str, seconds_ago: float) -> None:
     os.utime(store.memory_path(sid), (when, when))
 
 
-def settle(*folders: Path) -> None:
-    """Folder mtimes an hour old: nothing added there since, as far as any clock can tell."""
-    when = time.time() - 3600
-    for folder in folders:
-        os.utime(folder, (when, when))
-
-
-def run_read_only(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The installed chatcli with ``root`` mounted read-only, in a private mount namespace."""
-    if not shutil.which("unshare"):
-        pytest.skip("needs unshare(1) for a read-only mount")
-    script = 'mount --bind -o ro "$0" "$0" || exit 77; exec "$@"'
-    result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, str(root), CHATCLI, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if result.returncode == 77 or result.stderr.startswith("unshare:"):
-        pytest.skip(f"cannot mount a read-only folder here: {result.stderr.strip()}")
-    return result
-
-
 # ---------------------------------------------------------------------------------------------
 # The command
 
 
 def test_search_prints_id_title_date_and_snippet(example_root: Path) -> None:
-    result = _invoke(example_root, "search", "population")
+    result = invoke(example_root, "search", "population")
     assert result.exit_code == 0, result.output
     head, snippet = result.stdout.splitlines()[:2]
     assert head.startswith(PLAIN) and "What is the capital of France?" in head
@@ -90,13 +41,13 @@ def test_search_prints_id_title_date_and_snippet(example_root: Path) -> None:
 
 
 def test_the_id_found_is_one_resume_accepts(example_root: Path) -> None:
-    result = _invoke(example_root, "search", "capital")
+    result = invoke(example_root, "search", "capital")
     found = result.stdout.split()[0]
     assert Store(example_root).resolve(found) == PLAIN
 
 
 def test_search_json_has_the_documented_fields(example_root: Path) -> None:
-    result = _invoke(example_root, "search", "--json", "customers")
+    result = invoke(example_root, "search", "--json", "customers")
     assert result.exit_code == 0
     (hit,) = json.loads(result.stdout)
     assert hit["id"] == TOOLS and hit["title"] == "How many customers do we have?"
@@ -105,14 +56,14 @@ def test_search_json_has_the_documented_fields(example_root: Path) -> None:
 
 
 def test_no_match_exits_1_with_a_note(example_root: Path) -> None:
-    result = _invoke(example_root, "search", "zeppelin")
+    result = invoke(example_root, "search", "zeppelin")
     assert result.exit_code == 1
     assert result.stdout == "" and "no session mentions 'zeppelin'" in result.stderr
 
 
 def test_several_words_must_all_match(example_root: Path) -> None:
-    assert _invoke(example_root, "search", "capital", "France").exit_code == 0
-    assert _invoke(example_root, "search", "capital", "customers").exit_code == 1
+    assert invoke(example_root, "search", "capital", "France").exit_code == 0
+    assert invoke(example_root, "search", "capital", "customers").exit_code == 1
 
 
 def test_tool_call_sql_is_searchable(example_root: Path) -> None:
@@ -123,13 +74,13 @@ def test_tool_call_sql_is_searchable(example_root: Path) -> None:
 
 def test_search_syntax_in_the_query_is_taken_literally(example_root: Path) -> None:
     for text in ['"', "NEAR(", "capital OR", "-x", "col:umn", "a AND"]:
-        result = _invoke(example_root, "search", "--", text)
+        result = invoke(example_root, "search", "--", text)
         assert result.exit_code in (0, 1), (text, result.output)
         assert "Traceback" not in result.output
 
 
 def test_a_query_without_words_is_refused(example_root: Path) -> None:
-    result = _invoke(example_root, "search", "***")
+    result = invoke(example_root, "search", "***")
     assert result.exit_code == 1
     assert "give at least one word" in result.stderr
 
@@ -147,7 +98,7 @@ def test_most_recently_updated_first_and_limit(root: Path) -> None:
     for i, sid in enumerate(ids):
         _updated(store, sid, 100 - i)  # ids[4] updated last
     assert [h.id for h in search.search(store, "shared")] == ids[::-1]
-    store.append(ids[0], [_human("shared again")])
+    store.append(ids[0], [human("shared again")])
     hits = search.search(store, "shared", limit=2)
     assert [h.id for h in hits] == [ids[0], ids[4]]
     assert (hits[0].position, hits[0].plain_snippet) == (1, "shared again")
@@ -186,7 +137,7 @@ def test_the_order_is_exact_for_common_and_rare_words(root: Path) -> None:
 
     check()
     for sid in rng.sample(sorted(words), 8):  # updated now, their matches indexed long ago
-        store.append(sid, [_human("more filler")])
+        store.append(sid, [human("more filler")])
     check()
 
 
@@ -212,17 +163,17 @@ def test_control_characters_in_messages_never_reach_the_terminal(root: Path) -> 
 
 def test_a_long_first_build_is_announced_on_stderr(example_root: Path, monkeypatch) -> None:
     monkeypatch.setattr(search, "_NOTIFY_AT", 2)
-    result = _invoke(example_root, "search", "--json", "capital")
+    result = invoke(example_root, "search", "--json", "capital")
     assert "indexing 4 sessions for search" in result.stderr
     assert json.loads(result.stdout)[0]["id"] == PLAIN
-    assert "indexing" not in _invoke(example_root, "search", "capital").stderr
+    assert "indexing" not in invoke(example_root, "search", "capital").stderr
 
 
 def test_search_never_writes_into_memory_or_db(example_root: Path, chatcli) -> None:
-    before = _tree(example_root)
+    before = tree_digest(example_root)
     result = chatcli("search", "capital", CHATCLI_STORAGE=str(example_root))
     assert result.returncode == 0 and PLAIN in result.stdout and "\x1b" not in result.stdout
-    assert _tree(example_root) == before
+    assert tree_digest(example_root) == before
     assert (example_root / "search.sqlite").stat().st_mode & 0o777 == 0o600
 
 
@@ -234,7 +185,7 @@ def test_a_save_is_indexed_by_the_save_itself(root: Path, monkeypatch) -> None:
     store = Store(root)
     sid = _session(store, "first words")
     search.search(store, "first")  # builds search.sqlite
-    store.append(sid, [_human("a brand new zebra")])
+    store.append(sid, [human("a brand new zebra")])
 
     def no_reading(*args):
         raise AssertionError("the file was read again")
@@ -248,7 +199,7 @@ def test_a_new_session_saved_after_a_search_is_indexed_by_its_save(root: Path) -
     _session(store, "old")
     search.search(store, "old")
     sid = store.create()
-    store.append(sid, [_human("fresh")])
+    store.append(sid, [human("fresh")])
     conn = sqlite3.connect(root / "search.sqlite")
     assert conn.execute("SELECT count FROM files WHERE id = ?", (sid,)).fetchone() == (1,)
 
@@ -258,7 +209,7 @@ def test_files_written_by_other_tools_are_caught_up(root: Path) -> None:
     _session(store, "mine")
     search.search(store, "mine")
     other = "abcdef01-2345-4678-8abc-def012345678"
-    (root / "memory" / f"{other}.json").write_text(json.dumps([_human("written elsewhere")]))
+    (root / "memory" / f"{other}.json").write_text(json.dumps([human("written elsewhere")]))
     assert [h.id for h in search.search(store, "elsewhere")] == [other]
 
 
@@ -272,7 +223,7 @@ def test_a_file_rewritten_in_place_is_found_once_the_folder_changes(root: Path) 
     st = folder.stat()
     # LangChain's FileChatMessageHistory rewrites the file in place: the folder's mtime stays,
     # and a warm search does not stat 10,000 files to notice (its speed target has no room).
-    store.memory_path(theirs).write_text(json.dumps([_human("plum cake and a quince")]))
+    store.memory_path(theirs).write_text(json.dumps([human("plum cake and a quince")]))
     os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert search.search(store, "quince") == []
     _session(store, "another save")  # any change in the folder brings it in
@@ -286,7 +237,7 @@ def test_a_hit_rewritten_in_place_is_checked_before_it_is_shown(root: Path) -> N
     folder = root / "memory"
     st = folder.stat()
     # Another tool rewrites the file in place (no rename): the folder's mtime stays.
-    store.memory_path(sid).write_text(json.dumps([_human("pear tart, longer text")]))
+    store.memory_path(sid).write_text(json.dumps([human("pear tart, longer text")]))
     os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert search.search(store, "apple") == []
     assert [h.id for h in search.search(store, "pear")] == [sid]
@@ -308,7 +259,7 @@ def test_a_busy_index_never_fails_or_holds_up_a_save(root: Path) -> None:
     blocker = sqlite3.connect(root / "search.sqlite", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     start = time.perf_counter()
-    store.append(sid, [_human("during the lock")])
+    store.append(sid, [human("during the lock")])
     assert time.perf_counter() - start < 1.0
     blocker.execute("ROLLBACK")
     blocker.close()
@@ -319,7 +270,7 @@ def test_a_damaged_index_is_rebuilt(root: Path) -> None:
     store = Store(root)
     sid = _session(store, "survivor")
     (root / "search.sqlite").write_bytes(b"this is not a database" * 100)
-    store.append(sid, [_human("more")])  # the hook must shrug it off
+    store.append(sid, [human("more")])  # the hook must shrug it off
     assert [h.id for h in search.search(store, "survivor")] == [sid]
 
 
@@ -352,7 +303,7 @@ def test_concurrent_searches_and_saves_agree(root: Path) -> None:
     def saver() -> None:
         try:
             for i in range(20):
-                store.append(sid, [_human(f"token{i}")])
+                store.append(sid, [human(f"token{i}")])
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
 
