@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DAMAGED
+from conftest import DAMAGED, PLAIN, TOOLS, digest, human
 from langchain_core.messages import (
     AIMessage,
     HumanMessage,
@@ -28,14 +27,8 @@ from langchain_core.messages import (
 from chatcli.errors import AmbiguousSession, DamagedSession, SessionNotFound
 from chatcli.store import Store
 
-PLAIN = "0b7c6a52-3f0e-4a8e-9a57-1f6d2c9e4b11"  # 4 messages, zero-byte db, no metadata
-TOOLS = "5e2d9c1a-7b44-4c0f-8d3e-2a9b6f0c7d22"  # system + tool calls + attached db
 EMPTY_FILE = "9a1f3e6b-2c5d-4e7f-8a9b-0c1d2e3f4a55"
 EMPTY_ARRAY = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e66"
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _every_kind() -> list:
@@ -81,12 +74,12 @@ def test_seed_layout_sessions_load_as_they_are(example_root: Path) -> None:
 
 
 def test_opening_and_listing_never_write_into_memory_or_db(example_root: Path) -> None:
-    before = {p: (_digest(p), p.stat().st_mtime_ns) for p in example_root.rglob("*") if p.is_file()}
+    before = {p: (digest(p), p.stat().st_mtime_ns) for p in example_root.rglob("*") if p.is_file()}
     store = Store(example_root)
     store.list_sessions()
     for sid in store.ids():
         store.open(sid)
-    after = {p: (_digest(p), p.stat().st_mtime_ns) for p in before}
+    after = {p: (digest(p), p.stat().st_mtime_ns) for p in before}
     assert before == after
 
 
@@ -107,7 +100,7 @@ def test_damaged_file_is_refused_and_never_rewritten(tmp_path: Path, name: str) 
     path = store.memory_dir / name
     path.write_bytes((DAMAGED / "memory" / name).read_bytes())
     sid = name[:-5]
-    digest = _digest(path)
+    before = digest(path)
     with pytest.raises(DamagedSession) as e:
         store.open(sid)
     assert str(path) in str(e.value)
@@ -115,7 +108,7 @@ def test_damaged_file_is_refused_and_never_rewritten(tmp_path: Path, name: str) 
         store.append(sid, [message_to_dict(HumanMessage("x"))])
     [row] = store.list_sessions()
     assert row.damaged
-    assert _digest(path) == digest
+    assert digest(path) == before
 
 
 @pytest.mark.parametrize(
@@ -197,10 +190,11 @@ def test_two_processes_appending_to_one_session_lose_nothing(root: Path) -> None
     assert len(contents) == 120
 
 
+@pytest.mark.slow  # a kill loop: the full run only
 def test_kill_9_during_saves_never_tears_or_loses_a_file(root: Path) -> None:
     store = Store(root)
     sid = store.create()
-    store.append(sid, [{"type": "human", "data": {"content": "x" * 200}}] * 2000)
+    store.append(sid, [human("x" * 200)] * 2000)
     rng = random.Random(1234)
     count = len(store.open(sid).messages)
     torn = lost = 0

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+from conftest import ai, human
+
 from chatcli.transcript import to_markdown
-
-
-def _ai(text: str, finish: str = "stop") -> dict:
-    return {"type": "ai", "data": {"content": text, "response_metadata": {"finish_reason": finish}}}
 
 
 def test_a_reply_cut_inside_a_code_block_gets_its_fence_closed() -> None:
     md = to_markdown(
         "t",
         [
-            _ai("look:\n```python\nprint(1)", "interrupted"),
-            {"type": "human", "data": {"content": "next"}},
+            ai("look:\n```python\nprint(1)", "interrupted"),
+            human("next"),
         ],
     )
     assert "print(1)\n```\n\n*(reply interrupted)*" in md
