@@ -25,6 +25,9 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
     "theme": ("CHATCLI_THEME", "monokai", str),
     "timeout": ("CHATCLI_TIMEOUT", 60.0, float),
     "sql_timeout": ("CHATCLI_SQL_TIMEOUT", 5.0, float),
+    # the longest reply asked for, in tokens; unset: the server's own default
+    "max_tokens": ("CHATCLI_MAX_TOKENS", None, int),
+    "show_thinking": ("CHATCLI_SHOW_THINKING", True, bool),
 }
 
 
@@ -156,7 +159,25 @@ def _read_config(path: Path) -> dict[str, Any]:
     return values
 
 
+_BOOLS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 def _coerce(name: str, value: Any, kind: type, *, where: Path | None = None) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        raise ConfigError(f"setting {name!r} must be true or false, got {value!r}", path=where)
     what = "text" if kind is str else f"a positive {kind.__name__}"
     try:
         from_file = where is not None

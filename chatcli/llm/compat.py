@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-REASONING = "reasoning_content"  # where thinking is kept in a stored message (DeepSeek's name)
+from .turn import REASONING
+
 _DONE = b"data: [DONE]"
 
 
@@ -128,9 +129,10 @@ def chat_model_class() -> type:
 
 
 @functools.cache
-def http_client(timeout: Any) -> Any:
-    """One HTTP client per process and timeout: TLS set-up is paid once, not on every turn."""
-    return httpx.Client(transport=Transport(httpx.HTTPTransport()), timeout=timeout)
+def http_client() -> httpx.Client:
+    """One HTTP client per process: TLS set-up is paid once, not on every turn (the openai SDK
+    passes each request's own timeout)."""
+    return httpx.Client(transport=Transport(httpx.HTTPTransport()), follow_redirects=False)
 
 
 class _WatchedStream(httpx.SyncByteStream):
@@ -167,3 +169,72 @@ class Transport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+class ThinkSplitter:
+    """Splits inline thinking from the answer: ``<think>…</think>`` at the start of a reply
+    (llama.cpp with ``--reasoning-format none``, Qwen3, DeepSeek-R1 distills:
+    https://github.com/ggml-org/llama.cpp/blob/master/tools/server/README.md, reasoning_format).
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self.thinking = ""
+        self.answer = ""
+        self._state = "start"  # start -> thinking -> answer (or start -> answer)
+        self._held = ""  # text that may be the beginning of a tag
+
+    def feed(self, text: str) -> list[tuple[bool, str]]:
+        """(is_thinking, text) pieces of ``text``, in order."""
+        out: list[tuple[bool, str]] = []
+        text = self._held + text
+        self._held = ""
+        if self._state == "start":
+            stripped = text.lstrip()
+            if self.OPEN.startswith(stripped) and len(stripped) < len(self.OPEN):
+                self._held = text  # too early to tell
+                return out
+            if stripped.startswith(self.OPEN):
+                self._state = "thinking"
+                text = stripped[len(self.OPEN) :]
+            else:
+                self._state = "answer"
+        if self._state == "thinking":
+            end = text.find(self.CLOSE)
+            if end < 0:
+                keep = _partial_suffix(text, self.CLOSE)
+                text, self._held = text[: len(text) - keep], text[len(text) - keep :]
+                if text:
+                    self.thinking += text
+                    out.append((True, text))
+                return out
+            if end:
+                self.thinking += text[:end]
+                out.append((True, text[:end]))
+            self._state = "answer"
+            text = text[end + len(self.CLOSE) :].lstrip("\n")
+        if text:
+            self.answer += text
+            out.append((False, text))
+        return out
+
+    def flush(self) -> list[tuple[bool, str]]:
+        """What was held back at the end of the reply."""
+        held, self._held = self._held, ""
+        if not held:
+            return []
+        thinking = self._state == "thinking"
+        if thinking:
+            self.thinking += held
+        else:
+            self.answer += held
+        return [(thinking, held)]
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """How many characters at the end of ``text`` could begin ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0

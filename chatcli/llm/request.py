@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .store.messages import replace_surrogates
+from ..store.messages import replace_surrogates
 
 MARK = "chatcli"  # chatcli's own key in additional_kwargs; LangChain keeps it, servers never see it
 _CHARS_PER_TOKEN = 3  # a cheap first cut before LangChain's own approximate count
@@ -234,6 +234,7 @@ class Request:
     messages: list[Any]
     trimmed: int  # carried messages left out to fit the budget
     tokens: int  # the approximate size of the request
+    trimmed_to_newest: bool = False  # only the newest turn was sent, and it is over the budget
 
 
 def build(history: list[dict[str, Any]], *, system: str | None, budget: int) -> Request:
@@ -260,12 +261,13 @@ def build(history: list[dict[str, Any]], *, system: str | None, budget: int) -> 
         strategy="last",
         start_on="human",
     )
-    if not trimmed and messages:
+    over = not trimmed and bool(messages)
+    if over:
         last_human = max((i for i, m in enumerate(messages) if m.type == "human"), default=0)
         trimmed = messages[last_human:]
     result = prefix + trimmed
     left = len(body.messages) - len(trimmed)
-    return Request(result, left, count_tokens_approximately(result))
+    return Request(result, left, count_tokens_approximately(result), over)
 
 
 def _summary_text(summary: str | None) -> str | None:

@@ -146,3 +146,75 @@ def _fetch(request: urllib.request.Request, timeout: float) -> Any:
             return json.loads(response.read(_MAX_BODY))
     except Exception:  # not this kind of server, not reachable, not JSON: the fact stays unknown
         return None
+
+
+def list_models(base_url: str | None, api_key: str, *, timeout: float = PROBE_SECONDS) -> list[str]:
+    """The model names ``GET /v1/models`` lists (empty if the server does not say)."""
+    url = f"{(base_url or 'https://api.openai.com/v1').rstrip('/')}/models"
+    body = _get(url, api_key, timeout)
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return []
+    return [e["id"] for e in data if isinstance(e, dict) and isinstance(e.get("id"), str)]
+
+
+def refusal_kind(status: int, message: str, *, tools: bool) -> str | None:
+    """Which part of a request a server refused, if the refusal says so.
+
+    - ``stream_options``: Groq, Mistral and Azure answer 400/422 to ``stream_options``
+      (https://github.com/langchain-ai/langchain/issues/26387, https://github.com/BerriAI/litellm/issues/6181).
+    - ``tools``: llama.cpp ``tools param requires --jinja flag`` (500,
+      tools/server/utils.hpp), vLLM ``"auto" tool choice requires --enable-auto-tool-choice and
+      --tool-call-parser to be set`` (400, vllm/entrypoints/openai/serving_chat.py), Ollama
+      ``<model> does not support tools`` (400, https://github.com/ollama/ollama/issues/6155).
+    - ``context``: llama.cpp's ``exceeds the available context size``, OpenAI's and vLLM's
+      ``maximum context length``.
+    """
+    lowered = message.lower()
+    if status in (400, 422) and ("stream_options" in lowered or "include_usage" in lowered):
+        return "stream_options"
+    if (
+        tools
+        and status in (400, 500)
+        and any(
+            words in lowered
+            for words in (
+                "requires --jinja",
+                'auto" tool choice',
+                "does not support tools",
+                "enable-auto-tool-choice",
+                "tools are not supported",
+                "tool use is not",
+            )
+        )
+    ):
+        return "tools"
+    if status in (400, 413) and is_context_error(message):
+        return "context"
+    return None
+
+
+def tools_advice(message: str, model: str) -> str:
+    """One line: why the server refused tools, what to change there, and that the chat goes on."""
+    lowered = message.lower()
+    if "jinja" in lowered:
+        fix = "restart llama-server with --jinja (and a tool-capable --chat-template-file)"
+    elif "auto-tool-choice" in lowered or 'auto" tool choice' in lowered:
+        fix = "start vLLM with --enable-auto-tool-choice --tool-call-parser <parser>"
+    elif "does not support tools" in lowered:
+        fix = f"pick a model with tool support (`ollama show {model}` lists its capabilities)"
+    else:
+        fix = "use a server or model that supports tool calling"
+    return (
+        f"the model server cannot take tools ({message.strip()[:120]}): {fix}; "
+        "going on without database tools (/sql and /schema still work)"
+    )
+
+
+def too_long_advice(tokens: int, context: int | None) -> str:
+    size = f" ({context} tokens)" if context else ""
+    return (
+        f"the newest message (≈{tokens} tokens) is too long for the server's context{size}: "
+        "shorten it, or give the server a larger context (llama-server -c, Ollama num_ctx); "
+        "it stays in the history and is not sent again"
+    )

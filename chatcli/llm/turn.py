@@ -1,166 +1,38 @@
-"""The model: the only module that imports LangChain. Streaming, trimming and the tool loop.
+"""One turn with the model: stream the reply, run tool calls, recover from what servers refuse.
 
-``import langchain_openai`` costs about two seconds, so nothing here is imported at module level:
-``preload()`` starts the import in the background once the prompt is on screen, and the first
-turn simply waits for it if the user was quicker.
+A server that refuses part of a request is asked once more without it, and the turn says so in
+one line: ``stream_options`` (Groq, Mistral, Azure), tools (llama.cpp without ``--jinja``, vLLM
+without auto tool choice, Ollama models without tool support), or a request over its context
+(sent again trimmed to the size the server named).
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DamagedSession, ModelError
-from .store.messages import replace_surrogates
+from ..errors import DamagedSession, ModelError
+from . import server as srv
+from .request import Request, build
+from .server import ServerFacts
 
 MAX_TOOL_ROUNDS = 8
 MAX_RETRIES = 1
 CONNECT_TIMEOUT = 5.0
-# Characters per token, a cheap first cut before LangChain's own approximate count.
-_CHARS_PER_TOKEN = 3
-
-_preload_thread: threading.Thread | None = None
-
-
-def preload() -> None:
-    """Import LangChain in a background thread so the first turn need not wait for it."""
-    global _preload_thread
-    if _preload_thread is None:
-        _preload_thread = threading.Thread(target=_import_langchain, daemon=True, name="preload")
-        _preload_thread.start()
-
-
-def _import_langchain() -> None:
-    try:
-        import langchain_core.messages  # noqa: F401
-        import langchain_openai  # noqa: F401
-    except Exception:  # the foreground import will report it properly
-        pass
-
-
-# ---------------------------------------------------------------------------------------------
-# Message dicts <-> LangChain
-
-
-def human_dict(text: str) -> dict[str, Any]:
-    """A human message in the memory-file format (``message_to_dict``)."""
-    from langchain_core.messages import HumanMessage, message_to_dict
-
-    return message_to_dict(HumanMessage(content=text))
-
-
-def normalize_messages(dicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Load message dicts through LangChain and dump them again: exactly what a save writes.
-
-    Raises ValueError naming the first message LangChain cannot load (used to check imports).
-    """
-    from langchain_core.messages import message_to_dict, messages_from_dict
-
-    result = []
-    for i, d in enumerate(dicts):
-        try:
-            (message,) = messages_from_dict([d])
-        except Exception as e:  # pydantic's ValidationError, KeyError for a missing field, ...
-            raise ValueError(f"message {i} cannot be loaded: {_load_error(e)}") from e
-        result.append(message_to_dict(message))
-    return result
-
-
-def _load_error(e: Exception) -> str:
-    if isinstance(e, KeyError):
-        return f"missing field {e}"
-    if callable(errors := getattr(e, "errors", None)):  # pydantic: say which field and why
-        first = errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
-def prepare_messages(
-    history: list[dict[str, Any]], *, system: str | None, budget: int
-) -> list[Any]:
-    """What goes to the model: the system prompt and the newest history that fits ``budget``.
-
-    Only a tail slightly larger than the budget is turned into LangChain objects, so a
-    10,000-message session costs about what a short one does.
-    """
-    from langchain_core.messages import SystemMessage, messages_from_dict, trim_messages
-    from langchain_core.messages.utils import count_tokens_approximately
-
-    tail = _rough_tail(history, budget * _CHARS_PER_TOKEN * 2)
-    try:
-        loaded = messages_from_dict(_valid_unicode(tail))
-    except Exception as e:  # pydantic's ValidationError, or a validator's own AttributeError
-        raise DamagedSession(
-            f"this session holds a message LangChain cannot load: {_load_error(e)}"
-        ) from e
-    messages = _pair_tool_calls(loaded)
-    trimmed = trim_messages(
-        messages,
-        max_tokens=budget,
-        token_counter=count_tokens_approximately,
-        strategy="last",
-        start_on="human",
-        include_system=True,
-    )
-    if not any(m.type == "human" for m in trimmed):
-        # The newest turn alone is over budget: send it anyway rather than send nothing.
-        last_human = max((i for i, m in enumerate(messages) if m.type == "human"), default=0)
-        trimmed = messages[last_human:]
-    prefix = [SystemMessage(content=_valid_unicode(system))] if system else []
-    return prefix + [m for m in trimmed if not (system and m.type == "system")]
-
-
-def _valid_unicode(value: Any) -> Any:
-    """``value`` with lone surrogates replaced by U+FFFD. Invalid UTF-8 typed at a broken terminal
-    arrives as lone surrogates; memory keeps them exactly, but a request must be valid UTF-8."""
-    if isinstance(value, str):
-        return replace_surrogates(value)
-    if isinstance(value, list):
-        return [_valid_unicode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _valid_unicode(v) for k, v in value.items()}
-    return value
-
-
-def _rough_tail(history: list[dict[str, Any]], max_chars: int) -> list[dict[str, Any]]:
-    total = 0
-    for i in range(len(history) - 1, -1, -1):
-        total += len(json.dumps(history[i].get("data", {}).get("content", "")))
-        if total > max_chars:
-            return history[i:]
-    return history
-
-
-def _pair_tool_calls(messages: list[Any]) -> list[Any]:
-    """Drop what the API would reject: tool results without their call, calls without results."""
-    from langchain_core.messages import AIMessage, ToolMessage
-
-    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-    called: set[str] = set()
-    result = []
-    for m in messages:
-        if isinstance(m, AIMessage) and m.tool_calls:
-            if all(c["id"] in answered for c in m.tool_calls):
-                called.update(c["id"] for c in m.tool_calls)
-            else:  # interrupted before its tools ran: keep the words, not the dangling calls
-                m = AIMessage(content=m.content, response_metadata=m.response_metadata, id=m.id)
-                if not m.content:
-                    continue
-        elif isinstance(m, ToolMessage) and m.tool_call_id not in called:
-            continue
-        result.append(m)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Streaming a turn
+REASONING = "reasoning_content"  # where thinking is kept in a stored AI message
+_REPLY_RESERVE = 1024  # tokens kept free for the reply when the server's context is known
 
 
 @dataclass
 class TextDelta:
+    text: str
+
+
+@dataclass
+class ThinkingDelta:
+    """Thinking streamed before (or beside) the answer: shown dimmed, stored, never sent back."""
+
     text: str
 
 
@@ -170,11 +42,12 @@ class Saved:
 
     messages: list[dict[str, Any]]
     finish_reason: str | None = None
+    final: bool = True  # False: tool results, the model's next round follows
 
 
 @dataclass
 class ToolRun:
-    """The model called a tool; ``display`` is shown to the user."""
+    """The model called a tool and got ``result``."""
 
     name: str
     args: dict[str, Any]
@@ -186,34 +59,47 @@ class Note:
     text: str
 
 
-Event = TextDelta | Saved | ToolRun | Note
+Event = TextDelta | ThinkingDelta | Saved | ToolRun | Note
 ToolExecutor = Callable[[str, dict[str, Any]], str]
 
 
 @dataclass
 class Model:
-    """A chat model on an OpenAI-compatible server."""
+    """A chat model on an OpenAI-compatible server, and what is known about that server."""
 
     name: str
     api_key: str
     base_url: str | None = None
     timeout: float = 60.0
+    max_tokens: int | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
+    facts: ServerFacts = field(default_factory=ServerFacts)
 
-    def _client(self) -> Any:
+    def client(self, *, tools: bool) -> Any:
         import openai
-        from langchain_openai import ChatOpenAI
 
-        llm = ChatOpenAI(
+        from .compat import chat_model_class, http_client
+
+        llm = chat_model_class()(
             model=self.name,
             api_key=self.api_key,
             base_url=self.base_url,
             streaming=True,
-            stream_usage=True,  # custom servers only report usage when asked
+            # custom servers only report usage when asked; some refuse the question
+            stream_usage=self.facts.stream_usage,
             max_retries=MAX_RETRIES,  # an unreachable server must fail in seconds, not minutes
             timeout=openai.Timeout(self.timeout, connect=CONNECT_TIMEOUT),
+            max_tokens=self.max_tokens,
+            http_client=http_client(),
         )
-        return llm.bind_tools(self.tools) if self.tools else llm
+        return llm.bind_tools(self.tools) if tools and self.tools else llm
+
+    def budget(self, setting: int) -> int:
+        """Tokens of history per request: the setting, within what the server says it holds."""
+        if self.facts.context is None:
+            return setting
+        reserve = self.max_tokens or min(_REPLY_RESERVE, self.facts.context // 4)
+        return max(min(setting, self.facts.context - reserve), 1)
 
     def turn(
         self,
@@ -226,10 +112,17 @@ class Model:
         return Turn(self, history, system=system, budget=budget, execute=execute)
 
 
+class _Refused(Exception):
+    def __init__(self, kind: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+
 class Turn:
     """One user turn: stream the reply, run tool calls, repeat until a final answer.
 
     Iterate ``events()``. If it is abandoned (Ctrl-C), ``interrupted()`` gives what arrived.
+    ``request`` is the latest request sent (what it left out, its size).
     """
 
     def __init__(
@@ -244,19 +137,21 @@ class Turn:
         self.model = model
         self.history = list(history)
         self.system = system
-        self.budget = budget
+        self.budget = model.budget(budget)
         self.execute = execute
+        self.request: Request | None = None
+        self._tools = bool(model.tools) and model.facts.tools is not False
         self._acc: Any = None  # the AIMessageChunk being streamed
+        self._think: Any = None  # the inline <think> splitter of the reply being streamed
 
     def events(self) -> Iterator[Event]:
-        client = self.model._client()
         for round_ in range(MAX_TOOL_ROUNDS + 1):
-            messages = prepare_messages(self.history, system=self.system, budget=self.budget)
-            self._acc = None
-            finish = yield from self._stream(client, messages)
+            finish = yield from self._ask()
             message = self._finished(finish)
-            calls = message["data"].get("tool_calls") or []
-            if not calls or finish in ("incomplete",) or self.execute is None:
+            data = message["data"]
+            calls = data.get("tool_calls") or []
+            invalid = data.get("invalid_tool_calls") or []
+            if not (calls or invalid) or finish == "incomplete" or self.execute is None:
                 self._acc = None
                 yield Saved([message], finish)
                 return
@@ -271,39 +166,113 @@ class Turn:
                 text = self.execute(call["name"], call.get("args") or {})
                 yield ToolRun(call["name"], call.get("args") or {}, text)
                 results.append(_tool_dict(text, call["id"], call["name"]))
+            for call in invalid:  # answered, so the model can learn from it and try again
+                name = str(call.get("name") or "a tool")
+                yield Note(f"the model called {name} with arguments that are not valid JSON")
+                results.append(_tool_dict(_invalid_args(call), call["id"], name))
             # Until the results are saved, Ctrl-C keeps the words of this message (not its calls)
             self._acc = None
             self.history += [message, *results]
-            yield Saved([message, *results], finish)
+            yield Saved([message, *results], finish, final=False)
 
-    def _stream(self, client: Any, messages: list[Any]) -> Iterator[Event]:
+    def _ask(self) -> Iterator[Event]:
+        """Send the request; on a refusal, once per kind, change it and send it again."""
+        budget = self.budget
+        tried: set[str] = set()
+        while True:
+            try:
+                self.request = build(self.history, system=self.system, budget=budget)
+            except Exception as e:  # pydantic's ValidationError, a validator's AttributeError
+                raise DamagedSession(
+                    f"this session holds a message LangChain cannot load: {load_error(e)}"
+                ) from e
+            try:
+                return (yield from self._stream(self.model.client(tools=self._tools)))
+            except _Refused as refused:
+                if refused.kind == "context" and refused.kind in tried:
+                    sent = self.request.tokens if self.request else 0
+                    raise ModelError(srv.too_long_advice(sent, self.model.facts.context)) from None
+                if refused.kind in tried:
+                    raise ModelError(_status_line(refused.status, refused.message)) from None
+                tried.add(refused.kind)
+                budget = yield from self._adapt(refused, budget)
+
+    def _adapt(self, refused: _Refused, budget: int) -> Iterator[Event]:
+        facts = self.model.facts
+        if refused.kind == "stream_options":
+            facts.stream_usage = False  # remembered for this server (the caller keeps facts)
+        elif refused.kind == "tools":
+            facts.tools = self._tools = False
+            yield Note(srv.tools_advice(refused.message, self.model.name))
+        elif refused.kind == "context":
+            named = srv.context_from_error(refused.message)
+            if named:
+                facts.context = named
+            smaller = min(self.model.budget(budget), budget // 2)
+            sent = self.request.tokens if self.request else 0
+            if self.request is None or self.request.trimmed_to_newest or smaller < 1:
+                raise ModelError(srv.too_long_advice(sent, facts.context)) from None
+            yield Note(
+                f"the request (≈{sent} tokens) was over the server's context"
+                f"{f' ({facts.context} tokens)' if facts.context else ''}: "
+                "sent again with only the newest messages that fit"
+            )
+            return smaller
+        return budget
+
+    def _stream(self, client: Any) -> Iterator[Event]:
         import openai
 
+        from .compat import ThinkSplitter, progress
+
+        assert self.request is not None
+        self._acc = None
+        self._think = ThinkSplitter()
         try:
-            for chunk in client.stream(messages):
+            for chunk in client.stream(self.request.messages):
                 self._acc = chunk if self._acc is None else self._acc + chunk
+                thinking = chunk.additional_kwargs.get(REASONING)
+                if isinstance(thinking, str) and thinking:
+                    yield ThinkingDelta(thinking)
                 if isinstance(chunk.content, str) and chunk.content:
-                    yield TextDelta(chunk.content)
+                    for is_thinking, text in self._think.feed(chunk.content):
+                        yield ThinkingDelta(text) if is_thinking else TextDelta(text)
         except openai.APIStatusError as e:
-            raise ModelError(_status_message(e)) from e
+            if self._acc is None:
+                kind = srv.refusal_kind(e.status_code, _detail(e), tools=self._tools)
+                if kind:
+                    raise _Refused(kind, _detail(e), e.status_code) from e
+            raise ModelError(self._status_message(e)) from e
         except openai.APIConnectionError as e:  # APITimeoutError is a subclass
             if self._acc is None:
-                raise ModelError(_connection_message(e, self.model)) from e
+                raise ModelError(self._connection_message(e, progress.tries)) from e
             return "incomplete"  # the connection broke mid-reply: keep what arrived
         if self._acc is None:
             raise ModelError("the model server sent an empty reply")
-        finish = self._acc.response_metadata.get("finish_reason")
-        return finish or "incomplete"  # the body ended before any finish reason
+        finish = self._acc.response_metadata.get("finish_reason") or None
+        if finish is None:
+            # Ollama, LiteLLM and vllm-mlx may send no finish reason (or ""): a body that
+            # ended with [DONE] is complete, one that just stopped is not.
+            finish = "stop" if progress.done else "incomplete"
+        return finish
 
     def _finished(self, finish: str) -> dict[str, Any]:
         from langchain_core.messages import message_to_dict
         from langchain_core.messages.utils import message_chunk_to_message
 
-        message = message_chunk_to_message(self._acc)
+        message = self._with_thinking(message_chunk_to_message(self._acc))
         message.response_metadata["finish_reason"] = finish
         if finish == "incomplete":
             message = _plain_ai(message)
         return message_to_dict(message)
+
+    def _with_thinking(self, message: Any) -> Any:
+        """Inline ``<think>`` moved out of the answer, next to any streamed thinking."""
+        if self._think is not None and self._think.thinking:
+            field_thinking = message.additional_kwargs.get(REASONING) or ""
+            message.additional_kwargs[REASONING] = field_thinking + self._think.thinking
+            message.content = self._think.answer
+        return message
 
     def interrupted(self) -> dict[str, Any] | None:
         """The partial reply after Ctrl-C, with ``finish_reason: interrupted`` (None if nothing)."""
@@ -312,12 +281,58 @@ class Turn:
         from langchain_core.messages import message_to_dict
         from langchain_core.messages.utils import message_chunk_to_message
 
-        message = _plain_ai(message_chunk_to_message(self._acc))
+        message = _plain_ai(self._with_thinking(message_chunk_to_message(self._acc)))
         self._acc = None
-        if not message.content:  # only unfinished tool calls arrived: nothing worth keeping
-            return None
+        if not message.content and not message.additional_kwargs.get(REASONING):
+            return None  # only unfinished tool calls arrived: nothing worth keeping
         message.response_metadata["finish_reason"] = "interrupted"
         return message_to_dict(message)
+
+    def _status_message(self, e: Any) -> str:
+        detail = _detail(e)
+        if e.status_code == 401:
+            return "the model server rejected the API key (HTTP 401); check OPENAI_API_KEY"
+        if e.status_code == 404 and "model" in detail.lower():
+            offered = self.model.facts.models or srv.list_models(
+                self.model.base_url, self.model.api_key
+            )
+            if offered:
+                shown = ", ".join(offered[:8]) + (", …" if len(offered) > 8 else "")
+                return f"{_status_line(404, detail)}; the server offers: {shown} (see /models)"
+        return _status_line(e.status_code, detail)
+
+    def _connection_message(self, e: Any, tries: int) -> str:
+        import openai
+
+        where = self.model.base_url or "the OpenAI API"
+        if isinstance(e, openai.APITimeoutError):
+            tried = f" ({tries} tries)" if tries > 1 else ""
+            return (
+                f"the model server at {where} did not answer within {self.model.timeout:g} s{tried}"
+            )
+        return f"cannot reach the model server at {where} (is it running? check OPENAI_BASE_URL)"
+
+
+def _detail(e: Any) -> str:
+    body = getattr(e, "body", None)
+    detail = ""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        detail = str(
+            body.get("message")
+            or (inner.get("message") if isinstance(inner, dict) else inner)
+            or ""
+        )
+    return detail or getattr(e, "message", "") or ""
+
+
+def _status_line(status: int, detail: str) -> str:
+    return f"the model server answered HTTP {status}: {detail}".rstrip(": ")
+
+
+def _invalid_args(call: dict[str, Any]) -> str:
+    error = call.get("error") or "not valid JSON"
+    return f"error: the arguments were not valid JSON: {error} (got {call.get('args')!r:.200})"
 
 
 def _plain_ai(message: Any) -> Any:
@@ -326,6 +341,7 @@ def _plain_ai(message: Any) -> Any:
 
     return AIMessage(
         content=message.content,
+        additional_kwargs={k: v for k, v in message.additional_kwargs.items() if k == REASONING},
         response_metadata=dict(message.response_metadata),
         usage_metadata=message.usage_metadata,
         id=message.id,
@@ -351,24 +367,11 @@ def _tool_dict(text: str, call_id: str, name: str) -> dict[str, Any]:
     return message_to_dict(ToolMessage(content=text, tool_call_id=call_id, name=name))
 
 
-def _status_message(e: Any) -> str:
-    detail = ""
-    body = getattr(e, "body", None)
-    if isinstance(body, dict):
-        detail = str(body.get("message") or body.get("error", {}).get("message", "") or "")
-    detail = detail or getattr(e, "message", "") or ""
-    if e.status_code == 401:
-        return "the model server rejected the API key (HTTP 401); check OPENAI_API_KEY"
-    return f"the model server answered HTTP {e.status_code}: {detail}".rstrip(": ")
-
-
-def _connection_message(e: Any, model: Model) -> str:
-    where = model.base_url or "the OpenAI API"
-    import openai
-
-    if isinstance(e, openai.APITimeoutError):
-        tries = MAX_RETRIES + 1
-        return (
-            f"the model server at {where} did not answer within {model.timeout:g} s ({tries} tries)"
-        )
-    return f"cannot reach the model server at {where} (is it running? check OPENAI_BASE_URL)"
+def load_error(e: Exception) -> str:
+    """One line saying why LangChain could not load a message."""
+    if isinstance(e, KeyError):
+        return f"missing field {e}"
+    if callable(errors := getattr(e, "errors", None)):  # pydantic: say which field and why
+        first = errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

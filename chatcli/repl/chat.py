@@ -10,10 +10,8 @@ from typing import Any
 
 from .. import config, llm
 from ..errors import ChatcliError, ConfigError, ExitCode
-from ..mdstream import MarkdownStream
 from ..render import (
     Terminal,
-    Waiting,
     print_error,
     print_markdown,
     print_note,
@@ -23,6 +21,7 @@ from ..render import (
 )
 from ..store import Session, Store, message_text
 from . import commands, prompt
+from .reply import ReplyView
 
 REPLAY_TURNS = 3  # turns shown again on resume or /switch
 
@@ -117,6 +116,8 @@ class Chat:
         self.db: Any = None  # sql.ReadOnlyDatabase of the open session, opened on demand
         self._created: str | None = None  # made by this run: forgotten if left without a message
         self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
+        self._facts: dict[tuple[str | None, str], llm.ServerFacts] = {}
+        self.replies = 0  # replies shown by this run
 
     # -- session state ---------------------------------------------------------------------------
 
@@ -233,10 +234,14 @@ class Chat:
             # Invalid UTF-8 (a binary paste, a wrong locale) must not end the chat: it arrives as
             # lone surrogates, kept exactly in memory and replaced only in what the model gets.
             reconfigure(errors="surrogateescape")
+        separated = 0
         for line in stdin:
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
+            if self.replies > separated and not commands.is_command(line):
+                self.out.print()  # a blank line where one reply ends and the next begins
+                separated = self.replies
             try:
                 self.handle(line)
             except commands.Exit:
@@ -302,60 +307,68 @@ class Chat:
         """Save the user's message, stream the reply, run tools, save every message as it ends."""
         assert self.session is not None
         self.session.messages = self.store.append(self.sid, [llm.human_dict(text)])
+        self.reply(self.session.messages)
+
+    def reply(self, history: list[dict[str, Any]]) -> llm.Turn:
+        """Stream the model's answer to ``history`` and save what it sends as it ends."""
+        assert self.session is not None
         db = self.database()
-        model = llm.Model(
-            self.model_name,
-            self.api_key,
-            base_url=self.settings["base_url"],
-            timeout=self.settings["timeout"],
-            tools=_tool_specs() if db else [],
+        view = ReplyView(
+            self.term,
+            theme=self.settings["theme"],
+            show_thinking=self.settings["show_thinking"],
+            max_tokens=self.settings["max_tokens"],
         )
 
         def execute(name: str, args: dict[str, Any]) -> str:
-            # The model's words before its tool call belong above the query and its table.
-            waiting.stop()
-            stream.close()
+            view.before_tool()
             return self._run_tool(name, args)
 
-        turn = model.turn(
-            self.session.messages,
+        turn = self.model(tools=db is not None).turn(
+            history,
             system=self._system_with_schema(db),
             budget=self.settings["context_tokens"],
             execute=execute if db else None,
         )
-        stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
-        waiting = Waiting(self.out)
-        waiting.start()
-        try:
-            for event in turn.events():
-                waiting.stop()
-                if isinstance(event, llm.TextDelta):
-                    stream.feed(event.text)
-                elif isinstance(event, llm.Saved):
-                    stream.close()
-                    stream = MarkdownStream(self.out, code_theme=self.settings["theme"])
-                    self.session.messages = self.store.append(self.sid, event.messages)
-                    if event.finish_reason == "tool_calls":
-                        waiting.start()  # the model's next round
-                    elif event.finish_reason == "incomplete":
-                        print_error(
-                            self.err,
-                            "the reply broke off before it finished; what arrived is saved",
-                        )
-                    elif not message_text(event.messages[-1]):
-                        print_note(self.err, "(the model sent an empty reply)")
-                elif isinstance(event, llm.Note):
-                    print_note(self.err, event.text)
-        except KeyboardInterrupt:
-            waiting.stop()
-            stream.close()
-            partial = turn.interrupted()
-            if partial is not None:
-                self.session.messages = self.store.append(self.sid, [partial])
-            raise
-        finally:
-            waiting.stop()
-            stream.close()
+        with view:
+            try:
+                for event in turn.events():
+                    if isinstance(event, llm.Saved):
+                        self.session.messages = self.store.append(self.sid, event.messages)
+                    view.show(event)
+            except KeyboardInterrupt:
+                partial = turn.interrupted()
+                if partial is not None:
+                    self.session.messages = self.store.append(self.sid, [partial])
+                raise
+        self.failed = self.failed or view.broke
+        self.replies += 1
+        return turn
+
+    def model(self, *, tools: bool) -> llm.Model:
+        """The session's model on the configured server, with what that server said of itself."""
+        from ..sql import TOOL_SPECS
+
+        return llm.Model(
+            self.model_name,
+            self.api_key,
+            base_url=self.settings["base_url"],
+            timeout=self.settings["timeout"],
+            max_tokens=self.settings["max_tokens"],
+            tools=TOOL_SPECS if tools else [],
+            facts=self.server_facts(),
+        )
+
+    def server_facts(self) -> llm.ServerFacts:
+        """What the server says of itself (context size, tools, models), asked once per model
+        and kept for this run, with what it refused since (see llm.turn)."""
+        key = (self.settings["base_url"], self.model_name)
+        if key not in self._facts:
+            base = self.settings["base_url"]
+            # Only a server named by OPENAI_BASE_URL is asked: the OpenAI API says nothing more.
+            facts = llm.probe(base, self.model_name, self.api_key) if base else llm.ServerFacts()
+            self._facts[key] = facts
+        return self._facts[key]
 
     def _system_with_schema(self, db: Any) -> str | None:
         system = self.system_prompt
@@ -423,9 +436,3 @@ def _describe_call(name: str, args: dict[str, Any]) -> str:
     from ..sql import describe_call
 
     return describe_call(name, args)
-
-
-def _tool_specs() -> list[dict[str, Any]]:
-    from ..sql import TOOL_SPECS
-
-    return TOOL_SPECS
