@@ -107,6 +107,13 @@ def invoke(root: Path, *args: str, input: str | bytes | None = None) -> Result:
     return CliRunner().invoke(app, ["--storage", str(root), *args], input=input)
 
 
+def assert_clean_error(stderr: str) -> None:
+    """What every refusal prints: ``chatcli: error: ...`` lines (one, as a rule), no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert lines and all(line.startswith("chatcli: error: ") for line in lines), stderr
+
+
 def help_commands(help_text: str) -> list[str]:
     """The command names listed under ``Commands:`` in ``--help`` output, in order."""
     lines = help_text.split("\nCommands:\n", 1)[1].splitlines()

@@ -12,6 +12,7 @@ from conftest import (
     DAMAGED,
     PLAIN,
     TOOLS,
+    assert_clean_error,
     digest,
     help_commands,
     human,
@@ -95,8 +96,7 @@ def test_list_never_writes_into_memory_or_db(example_root: Path, chatcli) -> Non
 def test_resume_refuses_what_is_not_a_session(example_root: Path, chatcli, ref: str) -> None:
     result = chatcli("resume", ref, CHATCLI_STORAGE=str(example_root))
     assert result.returncode != 0
-    assert result.stderr.startswith("chatcli: error:")
-    assert "Traceback" not in result.stderr
+    assert_clean_error(result.stderr)
 
 
 def test_resume_of_a_damaged_file_names_it_and_leaves_it(tmp_path: Path, chatcli) -> None:
@@ -161,7 +161,7 @@ def test_attach_db_refuses_bad_files_and_keeps_the_old_attachment(
     before = tree_digest(example_root)
     result = chatcli("attach-db", TOOLS, str(bad), CHATCLI_STORAGE=str(example_root))
     assert result.returncode != 0
-    assert result.stderr.startswith("chatcli: error:") and "Traceback" not in result.stderr
+    assert_clean_error(result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
     assert tree_digest(example_root) == before
 

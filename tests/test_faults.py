@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHATCLI, DAMAGED, conversation, digest, new_session, run
+from conftest import (
+    CHATCLI,
+    DAMAGED,
+    assert_clean_error,
+    conversation,
+    digest,
+    new_session,
+    run,
+)
 from fake_openai import FakeOpenAI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,12 +60,6 @@ def _grown_session(root: Path, pairs: int) -> str:
         pairs, question="question {i} " + "q" * 80, answer="answer {i} " + "a" * 150, finish="stop"
     )
     return new_session(Store(root), turns, title="grown")
-
-
-def _assert_one_clean_error(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert lines and all(line.startswith("chatcli: error: ") for line in lines), stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +297,7 @@ def _assert_chat_went_on_unsaved(
     result: subprocess.CompletedProcess[str], path: Path, before: bytes, reason: str
 ) -> None:
     assert result.returncode == 1  # the REPL went on to the next line; exit 1: a turn failed
-    _assert_one_clean_error(result.stderr)
+    assert_clean_error(result.stderr)
     assert reason in result.stderr and str(path) in result.stderr
     assert path.read_bytes() == before
     assert not [n for n in os.listdir(path.parent) if n.endswith(".tmp")]
@@ -334,7 +336,7 @@ def test_new_on_a_full_disk_exits_non_zero_and_leaves_nothing(
         preexec_fn=_file_size_limit(0),
     )
     assert result.returncode == 1
-    _assert_one_clean_error(result.stderr)
+    assert_clean_error(result.stderr)
     assert Store(root).ids() == []
     assert not list((root / "meta").iterdir())
 
@@ -490,7 +492,7 @@ def test_read_only_storage_lists_and_the_chat_goes_on_without_saving(
         timeout=60,
     )
     assert result.returncode == 1  # the REPL goes on; each turn says why it was not saved
-    _assert_one_clean_error(result.stderr)
+    assert_clean_error(result.stderr)
     assert "Permission denied" in result.stderr and "unexpected" not in result.stderr
     assert path.read_bytes() == before
     new = subprocess.run(
@@ -503,7 +505,7 @@ def test_read_only_storage_lists_and_the_chat_goes_on_without_saving(
         timeout=60,
     )
     assert new.returncode == 1
-    _assert_one_clean_error(new.stderr)
+    assert_clean_error(new.stderr)
     assert "Permission denied" in new.stderr
 
 
@@ -533,7 +535,7 @@ def test_storage_of_another_user_is_one_clear_error(
         timeout=60,
     )
     assert result.returncode == 1
-    _assert_one_clean_error(result.stderr)
+    assert_clean_error(result.stderr)
     assert len(result.stderr.splitlines()) == 1
     assert "Permission denied" in result.stderr and "unexpected" not in result.stderr
     assert digest(Store(root).memory_path(sid)) == before
@@ -777,7 +779,7 @@ def test_cli_lists_and_refuses_fuzzed_files_without_touching_them(
     for sid in sorted(damaged)[:4]:
         result = run(["resume", sid], e, input="hello\n")
         assert result.returncode == 1
-        _assert_one_clean_error(result.stderr)
+        assert_clean_error(result.stderr)
         assert "damaged" in result.stderr
     assert {p: digest(p) for p in digests} == digests
 
@@ -878,7 +880,7 @@ def test_a_history_langchain_cannot_load_is_refused_in_one_line(
     )
     result = run(["resume", sid], env, input="one\n")
     assert result.returncode == 1
-    _assert_one_clean_error(result.stderr)
+    assert_clean_error(result.stderr)
     assert "tool_calls" in result.stderr  # refused when the file is read, before any turn
 
 
