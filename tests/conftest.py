@@ -281,20 +281,24 @@ def only_session(root: Path) -> str:
 # --- console capture -----------------------------------------------------------------------
 
 
-def capture_console(
-    *, terminal: bool, width: int = 80, color_system: str | None = "auto"
-) -> Console:
-    """A Rich Console writing to a StringIO, as a terminal or a pipe. ``_environ={}``, as Rich's
-    own tests do, so the runner's COLUMNS, NO_COLOR or TERM cannot change what is rendered."""
-    from chatcli.render import Terminal  # the test context, as the CLI's own consoles are made
+def terminal_console(color_system: str | None = None, width: int = 80) -> Console:
+    """The stdout Console of an in-memory terminal (StringIO streams, an empty environment as
+    Rich's own tests use, so the runner's COLUMNS, NO_COLOR or TERM change nothing), made the
+    way the CLI makes its own; ``color_system=None``: cursor moves but no colours."""
+    from chatcli.render import Terminal
 
-    return Terminal.in_memory(
-        terminal=terminal, width=width, color_system=color_system if terminal else None
-    ).out
+    return Terminal.in_memory(terminal=True, width=width, color_system=color_system).out
+
+
+def pipe_console(width: int = 80) -> Console:
+    """The stdout Console of an in-memory pipe: plain text, no escape codes."""
+    from chatcli.render import Terminal
+
+    return Terminal.in_memory(terminal=False, width=width).out
 
 
 def console_output(console: Console) -> str:
-    """Everything a capture_console has been given so far."""
+    """Everything a terminal_console or pipe_console has printed so far."""
     file = console.file
     assert isinstance(file, io.StringIO)
     return file.getvalue()

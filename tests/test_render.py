@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import random
 import re
 
 import pytest
+from conftest import console_output, pipe_console, terminal_console
 from rich.console import Console
 from rich.markdown import Markdown
 
@@ -105,24 +105,10 @@ def screen(raw: str) -> str:
     return "\n".join(line.rstrip() for line in lines).rstrip("\n")
 
 
-def terminal(color_system: str | None = None, width: int = 80) -> Console:
-    return Terminal.in_memory(terminal=True, width=width, color_system=color_system).out
-
-
-def plain() -> Console:
-    return Terminal.in_memory(terminal=False, width=80).out
-
-
-def output(console: Console) -> str:
-    file = console.file
-    assert isinstance(file, io.StringIO)
-    return file.getvalue()
-
-
 def rendered_whole(text: str, width: int = 80) -> str:
-    console = terminal(width=width)
+    console = terminal_console(width=width)
     console.print(Markdown(text))
-    return screen(output(console))
+    return screen(console_output(console))
 
 
 def stream(console: Console, parts: list[str]) -> str:
@@ -194,39 +180,39 @@ def test_sanitize_leaves_no_control_characters() -> None:
 
 @pytest.mark.parametrize("size", [1, 3, 7, 1000])
 def test_plain_stream_is_the_input_exactly(size: int) -> None:
-    console = plain()
+    console = pipe_console()
     text = stream(console, split_every(DOC, size))
     assert text == DOC
-    assert output(console) == DOC
+    assert console_output(console) == DOC
 
 
 def test_plain_stream_adds_final_newline_only_when_missing() -> None:
-    console = plain()
+    console = pipe_console()
     assert stream(console, ["no newline", " at end"]) == "no newline at end"
-    assert output(console) == "no newline at end\n"
+    assert console_output(console) == "no newline at end\n"
 
-    console = plain()
+    console = pipe_console()
     stream(console, [])
-    assert output(console) == ""
+    assert console_output(console) == ""
 
 
 def test_plain_stream_writes_each_chunk_through_immediately() -> None:
-    console = plain()
+    console = pipe_console()
     md = MarkdownStream(console)
     md.feed("# Hea")
-    assert output(console) == "# Hea"
+    assert console_output(console) == "# Hea"
     md.feed("ding\n")
-    assert output(console) == "# Heading\n"
+    assert console_output(console) == "# Heading\n"
     assert md.close() == "# Heading\n"
 
 
 def test_plain_stream_neutralises_escapes_but_text_is_raw() -> None:
-    console = plain()
+    console = pipe_console()
     raw = "say \x1b[31mINJECTED\x1b[0m\x07 done\n"
     assert stream(console, split_every(raw, 2)) == raw
-    assert "\x1b" not in output(console)
-    assert "\x07" not in output(console)
-    assert output(console) == "say \u241b[31mINJECTED\u241b[0m\u2407 done\n"
+    assert "\x1b" not in console_output(console)
+    assert "\x07" not in console_output(console)
+    assert console_output(console) == "say \u241b[31mINJECTED\u241b[0m\u2407 done\n"
 
 
 # --------------------------------------------------------------------------- terminal stream
@@ -245,15 +231,15 @@ def test_plain_stream_neutralises_escapes_but_text_is_raw() -> None:
     ],
 )
 def test_terminal_stream_looks_like_the_whole_message(parts: list[str]) -> None:
-    console = terminal()
+    console = terminal_console()
     assert stream(console, parts) == DOC
-    assert screen(output(console)) == rendered_whole(DOC)
+    assert screen(console_output(console)) == rendered_whole(DOC)
 
 
 def test_terminal_stream_renders_the_markdown() -> None:
-    console = terminal()
+    console = terminal_console()
     stream(console, split_random(DOC, 3))
-    shown = screen(output(console))
+    shown = screen(console_output(console))
     assert "Release notes" in shown and "# Release" not in shown  # heading, not source
     assert "Second heading" in shown and "## Second" not in shown
     assert "def answer():" in shown and "return 42" in shown
@@ -270,9 +256,9 @@ def test_terminal_stream_renders_the_markdown() -> None:
 def test_loose_ordered_list_keeps_its_numbering() -> None:
     text = "Steps:\n\n1. one\n\n2. two\n\n3. three\n\nDone.\n"
     for parts in (split_every(text, 1), split_every(text, 5), [text]):
-        console = terminal()
+        console = terminal_console()
         stream(console, parts)
-        shown = screen(output(console))
+        shown = screen(console_output(console))
         numbers = re.findall(r"^\s*(\d+)\s+(one|two|three)", shown, re.MULTILINE)
         assert numbers == [("1", "one"), ("2", "two"), ("3", "three")]
         assert shown == rendered_whole(text)
@@ -301,17 +287,17 @@ TRICKY = {
 @pytest.mark.parametrize("text", TRICKY.values(), ids=TRICKY.keys())
 def test_tricky_markdown_streams_like_the_whole(text: str) -> None:
     for parts in (split_every(text, 1), split_random(text, 5), [text]):
-        console = terminal()
+        console = terminal_console()
         stream(console, parts)
-        assert screen(output(console)) == rendered_whole(text)
+        assert screen(console_output(console)) == rendered_whole(text)
 
 
 def test_table_stays_one_block_when_streamed_row_by_row() -> None:
     rows = "".join(f"| r{i} | {i * i} |\n" for i in range(30))
     text = f"Table:\n\n| key | square |\n|-----|-------:|\n{rows}\nAfter.\n"
-    console = terminal()
+    console = terminal_console()
     stream(console, text.splitlines(keepends=True))
-    shown = screen(output(console))
+    shown = screen(console_output(console))
     assert shown == rendered_whole(text)
     assert shown.count("key") == 1  # one header: the table was not split
 
@@ -320,9 +306,9 @@ def test_terminal_output_never_carries_escapes_from_the_text() -> None:
     text = (
         "# Title \x1b[2J\n\nbody \x1b[31mINJECTED\x1b[0m\x07\n\n```\ncode \x1b]0;pwned\x07\n```\n"
     )
-    console = terminal("truecolor")
+    console = terminal_console("truecolor")
     stream(console, split_every(text, 3))
-    raw = output(console)
+    raw = console_output(console)
     assert "\x1b[31mINJECTED" not in raw
     assert "\x1b[2J" not in raw and "\x1b]0;" not in raw and "\x07" not in raw
     assert "\u241b[31mINJECTED" in screen(raw)
@@ -330,33 +316,33 @@ def test_terminal_output_never_carries_escapes_from_the_text() -> None:
 
 
 def test_close_after_partial_feed_prints_what_arrived() -> None:
-    console = terminal()
+    console = terminal_console()
     md = MarkdownStream(console)
     md.feed("# Head\n\nsome par")
     md.feed("tial text and ```unfinished")
     assert md.close() == "# Head\n\nsome partial text and ```unfinished"
-    shown = screen(output(console))
+    shown = screen(console_output(console))
     assert "Head" in shown and "some partial text" in shown
     assert md.close() == md.text  # idempotent, prints nothing more
-    assert screen(output(console)) == shown
+    assert screen(console_output(console)) == shown
     with pytest.raises(RuntimeError):
         md.feed("more")
 
 
 def test_keyboard_interrupt_mid_stream_loses_nothing() -> None:
-    console = terminal()
+    console = terminal_console()
     text = "Para one.\n\nPara two\n\n- item\n"
     with pytest.raises(KeyboardInterrupt), MarkdownStream(console) as md:
         md.feed(text)
         md.feed("and half a")
         raise KeyboardInterrupt
-    shown = screen(output(console))
+    shown = screen(console_output(console))
     assert shown == rendered_whole(text + "and half a")
     assert console._live_stack == []  # the Live display was stopped
 
 
 def test_interrupt_inside_feed_is_repaired_by_close(monkeypatch: pytest.MonkeyPatch) -> None:
-    console = terminal()
+    console = terminal_console()
     md = MarkdownStream(console)
     original = MarkdownStream._print_block
 
@@ -368,13 +354,13 @@ def test_interrupt_inside_feed_is_repaired_by_close(monkeypatch: pytest.MonkeyPa
     with pytest.raises(KeyboardInterrupt):
         md.feed(DOC)
     md.close()
-    assert screen(output(console)) == rendered_whole(DOC)
+    assert screen(console_output(console)) == rendered_whole(DOC)
 
 
 def test_empty_stream_prints_nothing() -> None:
-    console = terminal()
+    console = terminal_console()
     assert stream(console, ["", ""]) == ""
-    assert screen(output(console)) == ""
+    assert screen(console_output(console)) == ""
 
 
 @pytest.mark.parametrize(
@@ -390,7 +376,7 @@ def test_empty_stream_prints_nothing() -> None:
     ],
 )
 def test_live_tail_is_bounded_to_one_screen(text: str) -> None:
-    console = terminal()
+    console = terminal_console()
     height = console.size.height
     md = MarkdownStream(console)
     md.feed(text)
@@ -404,7 +390,7 @@ def test_live_tail_is_bounded_to_one_screen(text: str) -> None:
     if text.startswith("| a"):
         assert source.startswith("| a | b |\n|---|---|\n")  # header kept
     md.close()
-    assert screen(output(console)) == rendered_whole(text)
+    assert screen(console_output(console)) == rendered_whole(text)
 
 
 def test_live_redraws_are_throttled_by_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -420,7 +406,7 @@ def test_live_redraws_are_throttled_by_the_wall_clock(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(mdstream, "monotonic", lambda: clock[0])
     monkeypatch.setattr(Live, "refresh", counting_refresh)
-    console = terminal()
+    console = terminal_console()
     md = MarkdownStream(console)
     for _ in range(50):  # 50 chunks in 0.5 s of one unfinished line
         md.feed("word ")
@@ -431,31 +417,31 @@ def test_live_redraws_are_throttled_by_the_wall_clock(monkeypatch: pytest.Monkey
     md.feed("late")  # after a pause the next chunk shows at once
     assert redraws[-1] == clock[0]
     md.close()
-    assert screen(output(console)) == rendered_whole("word " * 50 + "late")
+    assert screen(console_output(console)) == rendered_whole("word " * 50 + "late")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def test_print_markdown_terminal_and_plain() -> None:
-    console = terminal()
+    console = terminal_console()
     print_markdown(console, DOC)
-    assert screen(output(console)) == rendered_whole(DOC)
+    assert screen(console_output(console)) == rendered_whole(DOC)
 
-    console = plain()
+    console = pipe_console()
     print_markdown(console, "# Title\nno newline")
-    assert output(console) == "# Title\nno newline\n"
+    assert console_output(console) == "# Title\nno newline\n"
 
 
 def test_print_markdown_neutralises_escapes() -> None:
-    for console in (terminal("truecolor"), plain()):
+    for console in (terminal_console("truecolor"), pipe_console()):
         print_markdown(console, "hi \x1b[31mINJECTED\x1b[0m")
-        assert "\x1b[31mINJECTED" not in output(console)
-        assert "\u241b[31mINJECTED" in output(console)
+        assert "\x1b[31mINJECTED" not in console_output(console)
+        assert "\u241b[31mINJECTED" in console_output(console)
 
 
 def test_print_table_plain_is_aligned_text() -> None:
-    console = plain()
+    console = pipe_console()
     print_table(
         console,
         ["id", "name", "score"],
@@ -463,7 +449,7 @@ def test_print_table_plain_is_aligned_text() -> None:
         title="Results",
         note="3 rows",
     )
-    assert output(console) == (
+    assert console_output(console) == (
         "Results\n"
         " id  name   score\n"
         "---  -----  -----\n"
@@ -475,9 +461,9 @@ def test_print_table_plain_is_aligned_text() -> None:
 
 
 def test_print_table_plain_keeps_rows_on_one_line_and_is_safe() -> None:
-    console = plain()
+    console = pipe_console()
     print_table(console, ["k", "v"], [("a\x1b[31m", "line1\nline2"), ("[red]b[/red]", "\tx")])
-    out = output(console)
+    out = console_output(console)
     assert "\x1b" not in out
     assert "\u241b[31m" in out
     assert "line1\u21b5line2" in out
@@ -486,7 +472,7 @@ def test_print_table_plain_keeps_rows_on_one_line_and_is_safe() -> None:
 
 
 def test_print_table_terminal_is_a_rich_table() -> None:
-    console = terminal("truecolor")
+    console = terminal_console("truecolor")
     print_table(
         console,
         ["id", "name"],
@@ -494,7 +480,7 @@ def test_print_table_terminal_is_a_rich_table() -> None:
         title="Sessions",
         note="2 sessions",
     )
-    raw = output(console)
+    raw = console_output(console)
     assert "\x1b[31mINJECTED" not in raw
     shown = screen(raw)
     assert "Sessions" in shown and "2 sessions" in shown
@@ -504,27 +490,27 @@ def test_print_table_terminal_is_a_rich_table() -> None:
 
 
 def test_print_error_is_one_red_line() -> None:
-    console = plain()
+    console = pipe_console()
     print_error(console, "no such session\nabc \x1b[2J")
-    assert output(console) == "chatcli: error: no such session abc \u241b[2J\n"
+    assert console_output(console) == "chatcli: error: no such session abc \u241b[2J\n"
 
-    console = terminal("standard")
+    console = terminal_console("standard")
     print_error(console, "boom " + "x" * 100)
-    raw = output(console)
+    raw = console_output(console)
     assert "\x1b[31m" in raw  # red
     assert screen(raw).count("\n") == 0
     assert screen(raw).startswith("chatcli: error: boom x")
 
 
 def test_print_note() -> None:
-    console = plain()
+    console = pipe_console()
     print_note(console, "saved \x1b[1m")
-    assert output(console) == "saved \u241b[1m\n"
+    assert console_output(console) == "saved \u241b[1m\n"
 
-    console = terminal("standard")
+    console = terminal_console("standard")
     print_note(console, "dim note")
-    assert "\x1b[2m" in output(console)
-    assert screen(output(console)) == "dim note"
+    assert "\x1b[2m" in console_output(console)
+    assert screen(console_output(console)) == "dim note"
 
 
 def test_the_terminal_context_makes_the_two_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
