@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from . import __version__, config
 from .errors import AmbiguousSession, ChatcliError, ExitCode
-from .render import Terminal, error_line
+from .render import Terminal, error_line, say
 from .store import Store
 
 
@@ -30,10 +30,10 @@ class _Group(TyperGroup):
             _fail(e)
             if isinstance(e, AmbiguousSession):
                 for sid in e.candidates:
-                    typer.echo(f"  {sid}", err=True)
+                    _say(f"  {sid}", err=True)
             raise typer.Exit(int(e.exit_code)) from None
         except KeyboardInterrupt:
-            typer.echo("", err=True)
+            _say("", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors: Typer shows them
             raise
@@ -41,7 +41,7 @@ class _Group(TyperGroup):
             if ctx.obj is not None and ctx.obj.debug:
                 raise
             where = _log_exception(ctx)
-            typer.echo(error_line(f"unexpected {type(e).__name__}: {e}{where}"), err=True)
+            _say(error_line(f"unexpected {type(e).__name__}: {e}{where}"), err=True)
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
 
@@ -73,7 +73,7 @@ class _State:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"chatcli {__version__}")
+        _say(f"chatcli {__version__}")
         raise typer.Exit()
 
 
@@ -134,8 +134,25 @@ _SessionId = Annotated[
 ]
 
 
+def _say(text: str, *, err: bool = False) -> None:
+    """Every line of chatcli's own goes out here, sanitized (render.say): a title or a file name
+    cannot put a raw ESC or C1 control on the terminal. Data (JSON, exports) has its own paths."""
+    say(sys.stderr if err else sys.stdout, text)
+
+
 def _fail(error: ChatcliError) -> None:
-    typer.echo(error_line(str(error)), err=True)  # sanitized: a path given may hold escapes
+    _say(error_line(str(error)), err=True)  # sanitized: a path given may hold escapes
+
+
+def _write_json(term: Terminal, data: bytes) -> None:
+    """JSON on stdout: exact to a pipe or file; on a terminal with C1 controls escaped too."""
+    if term.stdout_isatty:
+        from .render import terminal_json
+
+        data = terminal_json(data)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data + b"\n")
+    sys.stdout.buffer.flush()
 
 
 def _log_exception(ctx: typer.Context) -> str:
@@ -169,14 +186,13 @@ def list_(
     """List sessions, newest first."""
     store = _state(ctx).store
     if as_json:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(store.list_json(limit=limit) + b"\n")
+        _write_json(_state(ctx).term, store.list_json(limit=limit))
         return
     shown = None if show_all else (limit or 50)
     rows = store.list_sessions(limit=shown)
     total = store.count()
     if not rows:
-        typer.echo("No sessions yet. Start one with: chatcli new")
+        _say("No sessions yet. Start one with: chatcli new")
         return
     note = f"{len(rows)} of {total} sessions" + (
         " (use -n N or --all for more)" if len(rows) < total else ""
@@ -263,9 +279,9 @@ def attach_db(
     store.ensure()
     with store.replacing_db(sid) as kept:
         copy_database(path, store.db_path(sid))
-    typer.echo(f"attached {path} to session {sid}")
+    _say(f"attached {path} to session {sid}")
     if kept:
-        typer.echo(f"(the previous copy is kept in {kept})", err=True)
+        _say(f"(the previous copy is kept in {kept})", err=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,14 +336,15 @@ def search_(
         store,
         text,
         limit=limit,
-        notify=lambda n: typer.echo(
+        notify=lambda n: _say(
             f"indexing {n} sessions for search (only this once)…", err=True
         ),
     )
     if as_json:  # no Rich at all on this path: scripts get their answer sooner
-        sys.stdout.write(json.dumps([h.as_json() for h in hits], ensure_ascii=False) + "\n")
+        data = json.dumps([h.as_json() for h in hits], ensure_ascii=False)
+        _write_json(_state(ctx).term, data.encode("utf-8", "replace"))
     elif not hits:
-        typer.echo(f"no session mentions {text!r}", err=True)
+        _say(f"no session mentions {text!r}", err=True)
     else:
         from .render import print_search_hits
 
@@ -401,7 +418,7 @@ def export(
         return
     output = output.expanduser()
     write_export(output, data, replace=force, refusal="file exists (add --force to replace it)")
-    typer.echo(f"exported session {sid} to {output}", err=True)
+    _say(f"exported session {sid} to {output}", err=True)
 
 
 @app.command("import")
@@ -425,7 +442,7 @@ def import_(
         sid, count = import_bytes(store, sys.stdin.buffer.read(), title=title, source="stdin")
     else:
         sid, count = import_file(store, path.expanduser(), title=title)
-    typer.echo(f"imported {count} messages as session {sid}")
+    _say(f"imported {count} messages as session {sid}")
 
 
 @app.command()
@@ -441,7 +458,7 @@ def rename(
     store = _state(ctx).store
     sid = store.resolve(session_id)
     store.update_meta(sid, title=title)
-    typer.echo(f"renamed {sid}: {title}")
+    _say(f"renamed {sid}: {title}")
 
 
 @app.command()
@@ -461,19 +478,17 @@ def rm(
     ] = False,
 ) -> None:
     """Move sessions to the trash (<storage>/trash/); --restore brings them back."""
-    from .render import sanitize
-
     store = _state(ctx).store
     if restore:
         for sid in dict.fromkeys(store.resolve(ref, trashed=True) for ref in session_ids):
             store.restore(sid)
-            typer.echo(f"restored {sid}")
+            _say(f"restored {sid}")
         return
     sids = list(dict.fromkeys(store.resolve(ref) for ref in session_ids))  # all, before any move
     titles = {sid: info.title for sid, info in store.infos(sids).items()}
     if not yes:
         if not _state(ctx).term.stdin_isatty:
-            typer.echo(
+            _say(
                 error_line(
                     "not removing anything without confirmation: input is not a terminal "
                     "(add --yes)"
@@ -482,14 +497,14 @@ def rm(
             )
             raise typer.Exit(int(ExitCode.USAGE))
         for sid in sids:
-            typer.echo(f"  {sid}  {sanitize(titles.get(sid, ''))}", err=True)
+            _say(f"  {sid}  {titles.get(sid, '')}", err=True)
         if not typer.confirm(f"Move {len(sids)} session(s) to the trash?", default=False, err=True):
-            typer.echo("nothing removed", err=True)
+            _say("nothing removed", err=True)
             raise typer.Exit(int(ExitCode.ERROR))
     for sid in sids:
         store.trash(sid)
-        typer.echo(f"moved to the trash: {sid}  {sanitize(titles.get(sid, ''))}")
-    typer.echo(f"(bring back with: chatcli rm --restore {' '.join(s[:8] for s in sids)})", err=True)
+        _say(f"moved to the trash: {sid}  {titles.get(sid, '')}")
+    _say(f"(bring back with: chatcli rm --restore {' '.join(s[:8] for s in sids)})", err=True)
 
 
 # ---------------------------------------------------------------------------------------------

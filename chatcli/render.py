@@ -35,7 +35,9 @@ __all__ = [
     "print_styled",
     "print_table",
     "sanitize",
+    "say",
     "shorten",
+    "terminal_json",
     "write_plain",
 ]
 
@@ -208,6 +210,25 @@ def write_plain(console: Console, text: str) -> None:
     file = console.file
     file.write(text)
     file.flush()
+
+
+def say(stream: TextIO, text: str) -> None:
+    """One plain line of chatcli's own (a success line, a hint) on ``stream``, sanitized as error
+    lines are: a title or a file name in it cannot emit a raw ESC or C1 control. Lone surrogates
+    (a file name that is not UTF-8) become U+FFFD instead of failing to encode."""
+    stream.write(_SURROGATE.sub("\ufffd", sanitize(text)) + "\n")
+    stream.flush()
+
+
+# A C1 control (U+0080..U+009F) in UTF-8 is C2 80..C2 9F; DEL is 7F. json.dumps escapes only C0.
+_RAW_IN_JSON = re.compile(b"\xc2[\x80-\x9f]|\x7f")
+
+
+def terminal_json(data: bytes) -> bytes:
+    """UTF-8 JSON made safe for a terminal: C1 controls and DEL, which ``json.dumps`` leaves raw,
+    become ``\\u009b``-style escapes (the same value once parsed). JSON is ASCII outside its
+    strings, so they can only occur inside one. Pipes and files get the exact bytes instead."""
+    return _RAW_IN_JSON.sub(lambda m: b"\\u%04x" % ord(m[0].decode("utf-8")), data)
 
 
 def error_line(message: str) -> str:
