@@ -28,6 +28,20 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
     # the longest reply asked for, in tokens; unset: the server's own default
     "max_tokens": ("CHATCLI_MAX_TOKENS", None, int),
     "show_thinking": ("CHATCLI_SHOW_THINKING", True, bool),
+    # attach a PostgreSQL role that can run programs or write files on the server (a superuser):
+    # READ ONLY does not stop COPY ... TO PROGRAM, so such roles are refused unless this is on
+    "pg_allow_superuser": ("CHATCLI_PG_ALLOW_SUPERUSER", False, bool),
+}
+
+
+# name -> (lowest, highest, unit): the allowed range of each numeric setting, checked where the
+# settings are read, so that no value can fail later in every turn (a timeout of 1e10 s overflows
+# the clock). 0 is outside every range: no setting switches a limit off.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "context_tokens": (1, 10_000_000, "tokens"),
+    "max_tokens": (1, 1_000_000, "tokens"),
+    "timeout": (0.01, 86_400, "seconds, at most 1 day"),
+    "sql_timeout": (0.01, 86_400, "seconds, at most 1 day"),
 }
 
 
@@ -116,9 +130,8 @@ class Settings:
                 self._values[name] = Setting(flags[name], "flag")
             # 2. then the environment
             elif os.environ.get(env_name):
-                self._values[name] = Setting(
-                    _coerce(name, os.environ[env_name], kind), f"env {env_name}"
-                )
+                value = _coerce(name, os.environ[env_name], kind, env=env_name)
+                self._values[name] = Setting(value, f"env {env_name}")
             # 3. then the config file
             elif name in file_values:
                 value = _coerce(name, file_values[name], kind, where=self.path)
@@ -171,22 +184,35 @@ _BOOLS = {
 }
 
 
-def _coerce(name: str, value: Any, kind: type, *, where: Path | None = None) -> Any:
+def _coerce(
+    name: str, value: Any, kind: type, *, where: Path | None = None, env: str | None = None
+) -> Any:
+    """``value`` as a ``kind``, within its range; else a ConfigError naming the setting (and
+    the variable it came from) and what is allowed."""
+    label = f"setting {name!r}" + (f" ({env})" if env else "")
     if kind is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in _BOOLS:
             return _BOOLS[value.strip().lower()]
-        raise ConfigError(f"setting {name!r} must be true or false, got {value!r}", path=where)
-    what = "text" if kind is str else f"a positive {kind.__name__}"
+        raise ConfigError(f"{label} must be true or false, got {value!r}", path=where)
+    if kind is str:
+        if where is not None and not isinstance(value, str):
+            # TOML has types: model = 5 is a mistake, not "5"
+            raise ConfigError(f"{label} must be text, got {value!r}", path=where)
+        return str(value)
+    low, high, unit = RANGES[name]
+    what = "a whole number" if kind is int else "a number"
+    wanted = f"{label} must be {what} from {low:g} to {high:g} ({unit})"
     try:
-        from_file = where is not None
-        if isinstance(value, bool) or (from_file and kind is str and not isinstance(value, str)):
-            raise ValueError  # TOML has types: model = 5 is a mistake, not "5"
+        if isinstance(value, bool):
+            raise ValueError  # TOML's true is no number
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError  # context_tokens = 5.5 would silently become 5
         result = kind(value)
-        # nan and inf would switch a time limit off
-        if kind in (int, float) and not (result > 0 and math.isfinite(result)):
-            raise ValueError
-        return result
     except (TypeError, ValueError, OverflowError) as e:
-        raise ConfigError(f"setting {name!r} must be {what}, got {value!r}", path=where) from e
+        raise ConfigError(f"{wanted}, got {value!r}", path=where) from e
+    # not (low <= x <= high) is also true of nan; inf and huge values fail the upper bound
+    if not (low <= result <= high and math.isfinite(result)):
+        raise ConfigError(f"{wanted}, got {value!r}", path=where)
+    return result

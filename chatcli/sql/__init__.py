@@ -36,6 +36,7 @@ from .tools import (
     describe_call,
     parse_call,
     run_tool,
+    tool_specs,
 )
 
 __all__ = [
@@ -51,5 +52,6 @@ __all__ = [
     "describe_call",
     "parse_call",
     "run_tool",
+    "tool_specs",
     "validate_database",
 ]

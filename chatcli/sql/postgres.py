@@ -110,6 +110,8 @@ class PostgresDatabase:
     about `max_chars` characters come back. Safe to share between threads (calls serialize).
     """
 
+    dialect = "PostgreSQL"  # named in the tool descriptions and the system prompt
+
     def __init__(
         self,
         url: str,
@@ -393,6 +395,11 @@ class PostgresDatabase:
     def write_access(self) -> str | None:
         """What the role could change if it were not for READ ONLY, in words; None if nothing."""
         return self._call(lambda conn, cur: catalog.write_access(cur), budget=self.timeout)
+
+    def server_powers(self) -> list[str]:
+        """What lets the role act outside the database despite READ ONLY (superuser, COPY TO
+        PROGRAM or to a file), in words; [] when nothing does (postgres_catalog.server_powers)."""
+        return self._call(lambda conn, cur: catalog.server_powers(cur), budget=self.timeout)
 
     def write_warning(self) -> str | None:
         """The first call: a note when the role can write anywhere; later calls: None."""

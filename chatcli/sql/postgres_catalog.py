@@ -250,3 +250,31 @@ def write_access(cur: Any) -> str | None:
     if createrole:
         can.append("create roles")
     return f"{role} can " + ", ".join(can) if can else None
+
+
+# Roles whose members act outside the database even inside a READ ONLY transaction: COPY ... TO
+# PROGRAM and COPY ... TO '/file' are reads as far as the transaction is concerned. A member of a
+# superuser role can become it within one statement (set_config('role', ...)), so MEMBER counts.
+_POWERS = """
+SELECT r.rolname, r.rolsuper, r.rolname = current_user
+FROM pg_roles r
+WHERE (r.rolsuper OR r.rolname IN ('pg_execute_server_program', 'pg_write_server_files'))
+  AND pg_has_role(current_user, r.oid, 'MEMBER')
+ORDER BY r.rolname = current_user DESC, r.rolname
+"""
+
+
+def server_powers(cur: Any) -> list[str]:
+    """What lets the current role run programs or write files on the server, in words; [] when
+    nothing does. READ ONLY does not stop these, so a chat refuses such a role by default."""
+    powers = []
+    for name, superuser, itself in cur.execute(_POWERS).fetchall():
+        if superuser and itself:
+            powers.append(f"{name} is a superuser")
+        elif superuser:
+            powers.append(f"it can become the superuser {name}")
+        elif name == "pg_execute_server_program":
+            powers.append("it can run programs on the server (pg_execute_server_program)")
+        else:
+            powers.append("it can write files on the server (pg_write_server_files)")
+    return powers

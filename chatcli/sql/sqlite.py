@@ -34,6 +34,8 @@ class ReadOnlyDatabase:
     object). Safe to share between threads (calls are serialized).
     """
 
+    dialect = "SQLite"  # named in the tool descriptions and the system prompt
+
     def __init__(
         self,
         path: Path,

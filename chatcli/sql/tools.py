@@ -28,12 +28,14 @@ __all__ = [
     "describe_call",
     "parse_call",
     "run_tool",
+    "tool_specs",
 ]
 
 
 class Database(Protocol):
     """What a backend provides (ReadOnlyDatabase is the SQLite one); see sql/__init__."""
 
+    dialect: str  # "SQLite" or "PostgreSQL": named to the model
     max_chars: int
 
     def run_sql(self, query: str) -> QueryResult: ...
@@ -49,55 +51,69 @@ class Database(Protocol):
     def close(self) -> None: ...
 
 
-TOOL_SPECS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "list_tables",
-            "description": "List the tables and views of the attached SQLite database.",
-            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "describe_table",
-            "description": (
-                "Describe one table or view of the attached SQLite database: columns with "
-                "types, primary key, NOT NULL, foreign keys, indexes and row count."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "description": "Table or view name."},
-                },
-                "required": ["name"],
-                "additionalProperties": False,
+# What run_sql's description offers besides SELECT, per dialect.
+_ALSO = {
+    "SQLite": "or a read-only PRAGMA such as table_info",
+    "PostgreSQL": "EXPLAIN, or SHOW",
+}
+
+
+def tool_specs(dialect: str = "SQLite") -> list[dict[str, Any]]:
+    """The tools offered to the model, naming the attached database's SQL dialect (a backend's
+    `dialect`: "SQLite" or "PostgreSQL"), so the model writes SQL that backend understands."""
+    also = _ALSO.get(dialect, "")
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": "list_tables",
+                "description": f"List the tables and views of the attached {dialect} database.",
+                "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
             },
         },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "run_sql",
-            "description": (
-                "Run one read-only SQLite query (SELECT, WITH ... SELECT, or a read-only "
-                "PRAGMA such as table_info) on the attached database and get the rows as "
-                "text. The database cannot be changed. Results are capped (about 200 rows) "
-                "and queries are stopped after a few seconds, so aggregate, filter or use "
-                "LIMIT on large tables. One statement per call."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "query": {"type": "string", "description": "One SQLite statement."},
+        {
+            "type": "function",
+            "function": {
+                "name": "describe_table",
+                "description": (
+                    f"Describe one table or view of the attached {dialect} database: columns "
+                    "with types, primary key, NOT NULL, foreign keys, indexes and row count."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "description": "Table or view name."},
+                    },
+                    "required": ["name"],
+                    "additionalProperties": False,
                 },
-                "required": ["query"],
-                "additionalProperties": False,
             },
         },
-    },
-]
+        {
+            "type": "function",
+            "function": {
+                "name": "run_sql",
+                "description": (
+                    f"Run one read-only {dialect} query (SELECT, WITH ... SELECT"
+                    f"{', ' + also if also else ''}) on the attached database and get the rows "
+                    "as text. The database cannot be changed. Results are capped (about 200 "
+                    "rows) and queries are stopped after a few seconds, so aggregate, filter or "
+                    "use LIMIT on large tables. One statement per call."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": f"One {dialect} statement."},
+                    },
+                    "required": ["query"],
+                    "additionalProperties": False,
+                },
+            },
+        },
+    ]
+
+
+TOOL_SPECS: list[dict[str, Any]] = tool_specs("SQLite")
 
 
 @dataclass(frozen=True, slots=True)
