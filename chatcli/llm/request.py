@@ -68,8 +68,8 @@ class Plan:
 
 def plan(history: list[dict[str, Any]]) -> Plan:
     """Normalize the record into messages that are valid together (no trimming yet)."""
-    start, summary = _summary_start(history)
-    replaced = _replaced(history)
+    start, summary = summary_start(history)
+    replaced = replaced_by_retry(history)
     kept: list[dict[str, Any]] = []
     for i in range(start, len(history)):
         message = history[i]
@@ -82,7 +82,7 @@ def plan(history: list[dict[str, Any]]) -> Plan:
     return Plan(body, summary, len(history) - len(body))
 
 
-def _summary_start(history: list[dict[str, Any]]) -> tuple[int, str | None]:
+def summary_start(history: list[dict[str, Any]]) -> tuple[int, str | None]:
     """Where the carried part of the record begins: after what the newest summary covers."""
     for i in range(len(history) - 1, -1, -1):
         summary = mark_of(history[i]).get("summary")
@@ -94,7 +94,7 @@ def _summary_start(history: list[dict[str, Any]]) -> tuple[int, str | None]:
     return 0, None
 
 
-def _replaced(history: list[dict[str, Any]]) -> set[int]:
+def replaced_by_retry(history: list[dict[str, Any]]) -> set[int]:
     """Indexes of replies a later ``/retry`` replaced (they stay in the file, never sent)."""
     replaced: set[int] = set()
     for i, message in enumerate(history):

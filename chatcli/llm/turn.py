@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DamagedSession, ModelError
+from ..store.usage import Usage
 from . import server as srv
-from .request import Request, build
+from .request import MARK, Request, build
 from .server import ServerFacts
 
 MAX_TOOL_ROUNDS = 8
@@ -122,7 +123,8 @@ class Turn:
     """One user turn: stream the reply, run tool calls, repeat until a final answer.
 
     Iterate ``events()``. If it is abandoned (Ctrl-C), ``interrupted()`` gives what arrived.
-    ``request`` is the latest request sent (what it left out, its size).
+    ``request`` is the latest request sent (what it left out, its size); ``usage`` the tokens
+    of every round so far (estimated where the server reported none).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class Turn:
         self.budget = model.budget(budget)
         self.execute = execute
         self.request: Request | None = None
+        self.usage = Usage()
         self._tools = bool(model.tools) and model.facts.tools is not False
         self._acc: Any = None  # the AIMessageChunk being streamed
         self._think: Any = None  # the inline <think> splitter of the reply being streamed
@@ -264,6 +267,7 @@ class Turn:
         message.response_metadata["finish_reason"] = finish
         if finish == "incomplete":
             message = _plain_ai(message)
+        self._count(message)
         return message_to_dict(message)
 
     def _with_thinking(self, message: Any) -> Any:
@@ -286,7 +290,28 @@ class Turn:
         if not message.content and not message.additional_kwargs.get(REASONING):
             return None  # only unfinished tool calls arrived: nothing worth keeping
         message.response_metadata["finish_reason"] = "interrupted"
+        self._count(message)
         return message_to_dict(message)
+
+    def _count(self, message: Any) -> None:
+        """Add the message's tokens to ``usage``; when the server reported none, estimate them
+        and note the estimate in chatcli's mark (``usage_metadata`` stays the server's word)."""
+        reported = message.usage_metadata
+        if reported:
+            self.usage += Usage(reported["input_tokens"], reported["output_tokens"])
+            return
+        from langchain_core.messages.utils import count_tokens_approximately
+
+        sent = self.request.tokens if self.request else 0
+        usage = Usage(sent, count_tokens_approximately([message]), estimated=True)
+        own = message.additional_kwargs.setdefault(MARK, {})
+        own["usage"] = {
+            "input_tokens": usage.input,
+            "output_tokens": usage.output,
+            "estimated": True,
+            "model": self.model.name,
+        }
+        self.usage += usage
 
     def _status_message(self, e: Any) -> str:
         detail = _detail(e)
@@ -341,7 +366,9 @@ def _plain_ai(message: Any) -> Any:
 
     return AIMessage(
         content=message.content,
-        additional_kwargs={k: v for k, v in message.additional_kwargs.items() if k == REASONING},
+        additional_kwargs={
+            k: v for k, v in message.additional_kwargs.items() if k in (REASONING, MARK)
+        },
         response_metadata=dict(message.response_metadata),
         usage_metadata=message.usage_metadata,
         id=message.id,

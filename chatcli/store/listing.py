@@ -15,6 +15,7 @@ from . import cachedb
 from .files import scan_stats, scandir
 from .layout import INDEX_FILE, UUID_RE, Layout
 from .messages import displayable, first_human_title, last_model, parse_messages
+from .usage import totals
 
 _RESTAT_LIMIT = 200  # listings up to this many rows stat each row's file
 
@@ -33,6 +34,9 @@ class SessionInfo(NamedTuple):
     model: str
     has_db: bool
     damaged: str | None = None
+    input_tokens: int = 0  # summed at index time (usage.totals), so `list` never re-reads files
+    output_tokens: int = 0
+    tokens_estimated: bool = False  # some of them counted by chatcli, the server reported none
 
     @property
     def updated(self) -> str:
@@ -48,6 +52,9 @@ class SessionInfo(NamedTuple):
             "model": self.model or None,
             "db": f"{db_dir}{os.sep}{self.id}.db" if self.has_db else None,
             "damaged": self.damaged,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "tokens_estimated": self.tokens_estimated,
         }
 
 
@@ -61,6 +68,7 @@ def build_info(layout: Layout, sid: str, stat: os.stat_result | None = None) -> 
         messages = parse_messages(path.read_bytes())
     except (OSError, ValueError) as e:
         messages, damaged = [], str(e)
+    tokens = totals(messages)
     return SessionInfo(
         id=sid,
         # metadata from other tools (or damaged) may hold anything: only text reaches the index
@@ -70,14 +78,20 @@ def build_info(layout: Layout, sid: str, stat: os.stat_result | None = None) -> 
         model=displayable(meta.get("model")) or displayable(last_model(messages)),
         has_db=layout.has_db(sid),
         damaged=damaged,
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        tokens_estimated=tokens.estimated,
     )
 
 
 class Listing:
     """index.sqlite: one row per session, validated by folder mtimes and per-file stats."""
 
-    VERSION = 2
-    _COLUMNS = "id, title, messages, updated_ns, model, has_db, damaged"
+    VERSION = 3
+    _COLUMNS = (
+        "id, title, messages, updated_ns, model, has_db, damaged,"
+        " input_tokens, output_tokens, tokens_estimated"
+    )
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
@@ -169,7 +183,7 @@ class Listing:
             conn.executemany(
                 f"INSERT OR REPLACE INTO sessions"
                 f" ({self._COLUMNS}, mem_mtime, mem_size, meta_mtime)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f" VALUES ({', '.join('?' * 13)})",
                 fresh,
             )
             _refresh_db_flags(conn, layout)
@@ -184,7 +198,7 @@ class Listing:
         sql = f"SELECT {self._COLUMNS} FROM sessions ORDER BY updated_ns DESC, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = [SessionInfo(*r[:5], bool(r[5]), r[6]) for r in self.conn.execute(sql)]
+        rows = [_info(r) for r in self.conn.execute(sql)]
         if limit is not None and limit <= _RESTAT_LIMIT:
             self._restat(rows)
         return rows
@@ -192,7 +206,7 @@ class Listing:
     def rows_for(self, ids: list[str]) -> list[SessionInfo]:
         marks = ", ".join("?" * len(ids))
         sql = f"SELECT {self._COLUMNS} FROM sessions WHERE id IN ({marks})"
-        rows = [SessionInfo(*r[:5], bool(r[5]), r[6]) for r in self.conn.execute(sql, ids)]
+        rows = [_info(r) for r in self.conn.execute(sql, ids)]
         self._restat(rows)
         return rows
 
@@ -226,6 +240,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         DROP TABLE IF EXISTS sessions; DROP TABLE IF EXISTS state;
         CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT, messages INTEGER,
             updated_ns INTEGER, model TEXT, has_db INTEGER, damaged TEXT,
+            input_tokens INTEGER, output_tokens INTEGER, tokens_estimated INTEGER,
             mem_mtime INTEGER, mem_size INTEGER, meta_mtime INTEGER);
         CREATE INDEX sessions_updated ON sessions (updated_ns DESC, id);
         CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
@@ -243,10 +258,17 @@ def _index_row(layout: Layout, sid: str, st: os.stat_result, meta_mtime: int | N
         info.model,
         int(info.has_db),
         info.damaged,
+        info.input_tokens,
+        info.output_tokens,
+        int(info.tokens_estimated),
         st.st_mtime_ns,
         st.st_size,
         meta_mtime,
     )
+
+
+def _info(row: tuple[Any, ...]) -> SessionInfo:
+    return SessionInfo(*row[:5], bool(row[5]), row[6], row[7], row[8], bool(row[9]))
 
 
 def _refresh_db_flags(conn: sqlite3.Connection, layout: Layout) -> None:

@@ -17,6 +17,7 @@ from .files import atomic_write, ensure_dir, fsync_dir
 from .layout import DB_DIR, MEMORY_DIR, META_DIR, Layout, checked_id
 from .listing import Listing, SessionInfo
 from .messages import appended_bytes, dump_json, first_human_title, parse_messages
+from .usage import safe_cut
 
 LOCK_TIMEOUT = 30.0
 
@@ -116,6 +117,25 @@ class Store(Layout):
             atomic_write(path, data)
             _index_for_search(self, sid, old_size=len(raw), old_count=len(current), new=new)
         return current + new
+
+    def fork(self, sid: str, count: int | None = None) -> tuple[str, int]:
+        """A new session holding the first ``count`` messages of ``sid`` (default: all), cut
+        where no tool call is split from its results, titled "<title> (fork)", with the same
+        model and system prompt; returns its id and how many messages it holds. ``sid``'s files
+        are only read (its database, if any, is the caller's to copy)."""
+        session = self.open(sid)
+        at = safe_cut(session.messages, len(session.messages) if count is None else count)
+        meta = session.meta
+        new = self.create(
+            title=f"{session.title} (fork)", model=meta.get("model"), system=meta.get("system")
+        )
+        try:
+            if at:
+                self.append(new, session.messages[:at])
+        except BaseException:
+            self.discard_if_empty(new)
+            raise
+        return new, at
 
     def discard_if_empty(self, sid: str) -> bool:
         """Remove a session that holds no message and no database (one just made and not used)."""
