@@ -10,6 +10,12 @@ from .store import message_text
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _ROLES = {"human": "You", "ai": "Assistant", "system": "System", "tool": "Tool result"}
+# how a reply that did not end normally is marked wherever it is shown again
+FINISH_MARKS = {
+    "interrupted": "reply interrupted",
+    "incomplete": "reply incomplete: the stream broke off",
+    "length": "reply cut at the token limit",
+}
 
 
 def to_markdown(title: str, messages: list[dict[str, Any]]) -> str:
@@ -24,6 +30,10 @@ def to_markdown(title: str, messages: list[dict[str, Any]]) -> str:
             lines += _code(text)
             continue
         lines += [f"## {_ROLES.get(kind, kind.title())}", ""]
+        thinking = (data.get("additional_kwargs") or {}).get("reasoning_content")
+        if isinstance(thinking, str) and thinking.strip():
+            lines += ["<details><summary>Thinking</summary>", "", *_code(thinking)]
+            lines += ["</details>", ""]
         if text:
             lines += [_closed_fences(text), ""]
         for call in data.get("tool_calls") or []:
@@ -34,8 +44,8 @@ def to_markdown(title: str, messages: list[dict[str, Any]]) -> str:
             else:
                 lines += _code(json.dumps(args, ensure_ascii=False, indent=2), "json")
         finish = (data.get("response_metadata") or {}).get("finish_reason")
-        if finish in ("interrupted", "incomplete"):
-            lines += [f"*(reply {finish})*", ""]
+        if finish in FINISH_MARKS:
+            lines += [f"*({FINISH_MARKS[finish]})*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

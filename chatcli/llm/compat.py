@@ -125,6 +125,14 @@ def chat_model_class() -> type:
                 generation.message.additional_kwargs[REASONING] = thinking
             return generation
 
+        def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(*args, **kwargs)
+            # langchain-openai sends only max_completion_tokens, which older Ollama and other
+            # local servers ignore; they know max_tokens. OpenAI itself refuses both together.
+            if self.openai_api_base and "max_completion_tokens" in payload:
+                payload.setdefault("max_tokens", payload["max_completion_tokens"])
+            return payload
+
     return ChatModel
 
 

@@ -193,8 +193,7 @@ class Turn:
                 return (yield from self._stream(self.model.client(tools=self._tools)))
             except _Refused as refused:
                 if refused.kind == "context" and refused.kind in tried:
-                    sent = self.request.tokens if self.request else 0
-                    raise ModelError(srv.too_long_advice(sent, self.model.facts.context)) from None
+                    raise ModelError(self._still_too_long()) from None
                 if refused.kind in tried:
                     raise ModelError(_status_line(refused.status, refused.message)) from None
                 tried.add(refused.kind)
@@ -222,6 +221,16 @@ class Turn:
             )
             return smaller
         return budget
+
+    def _still_too_long(self) -> str:
+        context = self.model.facts.context
+        if self.request is None or self.request.trimmed_to_newest:
+            return srv.too_long_advice(self.request.tokens if self.request else 0, context)
+        size = f" ({context} tokens)" if context else ""
+        return (
+            f"the server refused even the trimmed request (≈{self.request.tokens} tokens) as over "
+            f"its context{size}: lower context_tokens, or give the server a larger context"
+        )
 
     def _stream(self, client: Any) -> Iterator[Event]:
         import openai

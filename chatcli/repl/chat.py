@@ -4,12 +4,13 @@ model; a prompt-toolkit loop on a terminal, one message per line when input is p
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import config, llm
-from ..errors import ChatcliError, ConfigError, ExitCode
+from ..errors import ChatcliError, ExitCode
 from ..render import (
     Terminal,
     print_error,
@@ -20,6 +21,7 @@ from ..render import (
     shorten,
 )
 from ..store import Session, Store, message_text
+from ..transcript import FINISH_MARKS
 from . import commands, prompt
 from .reply import ReplyView
 
@@ -37,7 +39,7 @@ def start_new(
 ) -> int:
     """``chatcli new``: check everything that can fail, then create the session and chat."""
     settings = config.Settings({"model": model})
-    api_key = _require_api_key()
+    api_key = config.require_api_key()  # set, and usable in a header
     if db is not None:
         from ..sql import validate_database
 
@@ -57,22 +59,12 @@ def start_new(
 def start_resume(store: Store, term: Terminal, sid: str, *, model: str | None) -> int:
     """``chatcli resume``: open the session (refusing a damaged one) and chat."""
     settings = config.Settings()
-    api_key = _require_api_key()
+    api_key = config.require_api_key()  # set, and usable in a header
     session = store.open(sid)
     if model:
         store.update_meta(sid, model=model)
         session.meta["model"] = model
     return Chat(store, settings, api_key, term=term).run(sid, session=session)
-
-
-def _require_api_key() -> str:
-    key = config.api_key()
-    if not key:
-        raise ConfigError(
-            "OPENAI_API_KEY is not set: export OPENAI_API_KEY=<your key> "
-            "(any non-empty value works for a local server)"
-        )
-    return key
 
 
 class _Terminated(KeyboardInterrupt):
@@ -117,6 +109,9 @@ class Chat:
         self._created: str | None = None  # made by this run: forgotten if left without a message
         self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
         self._facts: dict[tuple[str | None, str], llm.ServerFacts] = {}
+        self._facts_lock = threading.Lock()
+        self._warmed = False
+        self._told_no_tools: set[tuple[str | None, str]] = set()
         self.replies = 0  # replies shown by this run
 
     # -- session state ---------------------------------------------------------------------------
@@ -258,7 +253,7 @@ class Chat:
         armed = False  # a first Ctrl-C at an empty prompt arms, a second one leaves
         while True:
             try:
-                line = session.prompt(pre_run=prompt.after_first_draw(llm.preload))
+                line = session.prompt(pre_run=prompt.after_first_draw(self.warm_up))
             except _Terminated:
                 raise
             except KeyboardInterrupt:
@@ -324,7 +319,10 @@ class Chat:
             view.before_tool()
             return self._run_tool(name, args)
 
-        turn = self.model(tools=db is not None).turn(
+        model = self.model(tools=db is not None)
+        if db is not None and model.facts.tools is False:
+            self._tell_no_tools()
+        turn = model.turn(
             history,
             system=self._system_with_schema(db),
             budget=self.settings["context_tokens"],
@@ -341,6 +339,8 @@ class Chat:
                 if partial is not None:
                     self.session.messages = self.store.append(self.sid, [partial])
                 raise
+        if model.facts.tools is False:  # refused during the turn: the turn has said so
+            self._told_no_tools.add((self.settings["base_url"], self.model_name))
         self.failed = self.failed or view.broke
         self.replies += 1
         return turn
@@ -363,12 +363,50 @@ class Chat:
         """What the server says of itself (context size, tools, models), asked once per model
         and kept for this run, with what it refused since (see llm.turn)."""
         key = (self.settings["base_url"], self.model_name)
-        if key not in self._facts:
-            base = self.settings["base_url"]
-            # Only a server named by OPENAI_BASE_URL is asked: the OpenAI API says nothing more.
-            facts = llm.probe(base, self.model_name, self.api_key) if base else llm.ServerFacts()
-            self._facts[key] = facts
-        return self._facts[key]
+        with self._facts_lock:  # the warm-up thread may be asking right now: ask only once
+            if key not in self._facts:
+                base = self.settings["base_url"]
+                # Only a server named by OPENAI_BASE_URL is asked: the OpenAI API says no more.
+                self._facts[key] = (
+                    llm.probe(base, self.model_name, self.api_key) if base else llm.ServerFacts()
+                )
+            return self._facts[key]
+
+    def _tell_no_tools(self) -> None:
+        """Once per server and model: the database tools cannot reach this model."""
+        key = (self.settings["base_url"], self.model_name)
+        if key not in self._told_no_tools:
+            self._told_no_tools.add(key)
+            print_note(
+                self.err,
+                "the model server says its chat template cannot take tools (llama.cpp: start "
+                "it with --jinja and a tool-capable --chat-template-file): the model cannot "
+                "query the database; /sql and /schema still work",
+            )
+
+    def known_models(self) -> list[str]:
+        """The models the server listed, as far as it has been asked (for completion)."""
+        return sorted({m for facts in self._facts.values() for m in facts.models})
+
+    def available_models(self) -> list[str]:
+        """The models the server offers (``GET /v1/models``), asked now."""
+        models = llm.list_models(self.settings["base_url"], self.api_key)
+        self.server_facts().models = models or self.server_facts().models
+        return models
+
+    def warm_up(self) -> None:
+        """Once the prompt is on screen: import LangChain and ask the server about itself, in
+        the background, so the first turn need not wait for either."""
+        if not self._warmed:
+            self._warmed = True
+            llm.preload()
+            threading.Thread(target=self._ask_server, daemon=True, name="probe").start()
+
+    def _ask_server(self) -> None:
+        try:
+            self.server_facts()
+        except Exception:  # the first turn asks again and reports what is wrong
+            pass
 
     def _system_with_schema(self, db: Any) -> str | None:
         system = self.system_prompt
@@ -424,10 +462,17 @@ class Chat:
         if kind in ("human", "HumanMessageChunk"):
             print_styled(self.out, ("› ", "bold cyan"), (text, ""))
         elif kind in ("ai", "AIMessageChunk"):
+            data = m.get("data", {})
+            thinking = (data.get("additional_kwargs") or {}).get(llm.REASONING)
+            if thinking and isinstance(thinking, str) and self.settings["show_thinking"]:
+                print_note(self.out, "thinking: " + shorten(" ".join(thinking.split()), 200))
             if text:
                 print_markdown(self.out, text)
-            for call in m.get("data", {}).get("tool_calls") or []:
+            for call in data.get("tool_calls") or []:
                 print_note(self.out, _describe_call(str(call.get("name")), call.get("args") or {}))
+            finish = (data.get("response_metadata") or {}).get("finish_reason")
+            if finish in FINISH_MARKS:
+                print_note(self.out, f"({FINISH_MARKS[finish]})")
         elif kind == "tool":
             print_note(self.out, shorten(text, 200))
 

@@ -124,6 +124,16 @@ def _model(chat: Chat, arg: str) -> None:
     print_note(chat.err, f"model: {chat.model_name}")
 
 
+@command("/models", "/models", "the models the server offers")
+def _models(chat: Chat, arg: str) -> None:
+    models = chat.available_models()
+    if not models:
+        raise ChatcliError("the model server did not list its models (GET /v1/models)")
+    for name in models:
+        mark = " (this session)" if name == chat.model_name else ""
+        chat.out.print(sanitize(name + mark), highlight=False, markup=False)
+
+
 @command("/system", "/system [TEXT]", "show or set the system prompt of this session")
 def _system(chat: Chat, arg: str) -> None:
     if arg:

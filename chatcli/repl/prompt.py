@@ -86,6 +86,11 @@ def completer(chat: Chat) -> Any:
                 for name, command in COMMANDS.items():
                     if name.startswith(text):
                         yield Completion(name, -len(text), display_meta=command.help)
+            elif text.startswith("/model "):
+                prefix = text[len("/model ") :].lstrip()
+                for name in chat.known_models():  # what the server listed; never asks it here
+                    if name.startswith(prefix):
+                        yield Completion(name, -len(prefix))
             elif text.startswith("/switch "):
                 prefix = text[len("/switch ") :].strip().lower()
                 for info in chat.store.list_sessions(limit=200):
