@@ -221,6 +221,7 @@ _BUSY_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a stress loop of saves and listings: the full run only
 def test_listing_while_writers_write_never_crashes_or_shows_a_partial_row(
     root: Path, env: dict[str, str]
 ) -> None:
