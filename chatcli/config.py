@@ -106,6 +106,40 @@ def api_key() -> str | None:
     return os.environ.get("OPENAI_API_KEY") or None
 
 
+def api_key_problem(key: str) -> str | None:
+    """What makes ``key`` unusable in an HTTP header, in words that never quote the key; None if
+    nothing. Caught here: such a key otherwise fails as "cannot reach the model server" or as an
+    encoding error deep in the HTTP client."""
+    if not key.strip():
+        return "is blank (only spaces)"
+    if "\n" in key or "\r" in key:
+        return "contains a line break; set it to the key alone, on one line"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        return "contains a control character; set it to the key alone"
+    if not key.isascii():
+        where = next(i for i, c in enumerate(key) if not c.isascii()) + 1
+        return (
+            f"contains non-ASCII characters (the first at position {where}); API keys are "
+            "plain ASCII: was it pasted with a typographic quote or dash?"
+        )
+    if key != key.strip():
+        return "begins or ends with a space; remove it"
+    return None
+
+
+def require_api_key() -> str:
+    """The API key, checked; a ConfigError saying what is wrong with it (never the key)."""
+    key = api_key()
+    if not key:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: export OPENAI_API_KEY=<your key> "
+            "(any non-empty value works for a local server)"
+        )
+    if problem := api_key_problem(key):
+        raise ConfigError(f"OPENAI_API_KEY {problem}")
+    return key
+
+
 def mask_secret(secret: str | None) -> str:
     if not secret:
         return "(not set)"
@@ -184,6 +218,11 @@ _BOOLS = {
 }
 
 
+def show_number(value: float) -> str:
+    """A range's bound as written in messages and docs: 10000000, 86400, 0.01."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _coerce(
     name: str, value: Any, kind: type, *, where: Path | None = None, env: str | None = None
 ) -> Any:
@@ -203,7 +242,7 @@ def _coerce(
         return str(value)
     low, high, unit = RANGES[name]
     what = "a whole number" if kind is int else "a number"
-    wanted = f"{label} must be {what} from {low:g} to {high:g} ({unit})"
+    wanted = f"{label} must be {what} from {show_number(low)} to {show_number(high)} ({unit})"
     try:
         if isinstance(value, bool):
             raise ValueError  # TOML's true is no number
