@@ -152,8 +152,8 @@ class Chat:
     def new_session(self, title: str | None) -> str:
         """Create a session with this chat's model and open it (the previous one is forgotten
         if this run created it and nothing was said in it)."""
-        self.forget_if_unused()
         sid = self.store.create(title=title, model=self.model_name)
+        self.forget_if_unused()  # only now: if creating failed, the open session stays usable
         self.open(sid)
         self._created = sid
         return sid
@@ -161,8 +161,11 @@ class Chat:
     def switch(self, sid: str) -> None:
         """Open another session; switching to the open one changes nothing."""
         if sid != self.sid:  # switching to the open session must not forget it as unused
+            # Read it first: a damaged session fails here, and the one still open (maybe new and
+            # empty) must not have been forgotten by then.
+            session = self.store.open(sid)
             self.forget_if_unused()
-            self.open(sid)
+            self.open(sid, session)
 
     def update_meta(self, **fields: str) -> None:
         """Change the open session's title, model or system prompt, on disk and here."""
