@@ -103,9 +103,7 @@ def test_attach_db_success_line_sanitizes_the_file_name(
     _assert_no_raw_controls(output)
 
 
-def test_attach_db_again_names_the_kept_copy_sanitized(
-    env: dict[str, str], tmp_path: Path
-) -> None:
+def test_attach_db_again_names_the_kept_copy_sanitized(env: dict[str, str], tmp_path: Path) -> None:
     from chatcli.store import Store
 
     root = tmp_path / "store\x9d]0;PWN\x07"  # the kept copy's path is inside the storage folder

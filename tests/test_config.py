@@ -36,8 +36,8 @@ def test_flag_beats_env_beats_file_beats_default(
     [
         ("model = ", "not valid TOML"),
         ("colour = 'red'", "unknown setting 'colour'"),
-        ("context_tokens = 'many'", "must be a positive int"),
-        ("context_tokens = -5", "must be a positive int"),
+        ("context_tokens = 'many'", "must be a whole number from 1 to"),
+        ("context_tokens = -5", "must be a whole number from 1 to"),
     ],
 )
 def test_bad_config_files_are_named_errors(cfg: Path, text: str, problem: str) -> None:
