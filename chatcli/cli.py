@@ -446,6 +446,46 @@ def import_(
 
 
 @app.command()
+def fork(
+    ctx: typer.Context,
+    session_id: _SessionId,
+    at: Annotated[
+        int | None,
+        typer.Option(
+            "--at", metavar="N", min=0, help="Copy only the first N messages (default: all)."
+        ),
+    ] = None,
+) -> None:
+    """Make a new session from the start of another one (its files stay as they are)."""
+    from .repl.steer import fork as fork_session
+
+    store = _state(ctx).store
+    sid = store.resolve(session_id)
+    forked = fork_session(store, sid, at)
+    first, *notes = forked.lines(sid)
+    typer.echo(first)
+    for note in notes:
+        typer.echo(note, err=True)
+
+
+@app.command()
+def compress(
+    ctx: typer.Context,
+    session_id: _SessionId,
+    keep: Annotated[
+        int,
+        typer.Option("--keep", metavar="N", min=0, help="Turns kept verbatim (default 2)."),
+    ] = 2,
+) -> None:
+    """Summarise a session's older turns with its model, as /compress does."""
+    from .repl.steer import start_compress
+
+    state = _state(ctx)
+    sid = state.store.resolve(session_id)
+    raise typer.Exit(start_compress(state.store, state.term, sid, keep_turns=keep))
+
+
+@app.command()
 def rename(
     ctx: typer.Context,
     session_id: _SessionId,

@@ -28,6 +28,9 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
     # the longest reply asked for, in tokens; unset: the server's own default
     "max_tokens": ("CHATCLI_MAX_TOKENS", None, int),
     "show_thinking": ("CHATCLI_SHOW_THINKING", True, bool),
+    "show_usage": ("CHATCLI_SHOW_USAGE", True, bool),  # the dim tokens line after each reply
+    # summarise the older part (as /compress) when a request would leave messages out
+    "auto_compress": ("CHATCLI_AUTO_COMPRESS", False, bool),
     # attach a PostgreSQL role that can run programs or write files on the server (a superuser):
     # READ ONLY does not stop COPY ... TO PROGRAM, so such roles are refused unless this is on
     "pg_allow_superuser": ("CHATCLI_PG_ALLOW_SUPERUSER", False, bool),

@@ -18,18 +18,36 @@ FINISH_MARKS = {
 }
 
 
+def steer_notes(messages: list[dict[str, Any]]) -> dict[int, str]:
+    """What /history and exports say beside a message chatcli's marks changed the meaning of:
+    a reply /retry replaced, a /compress summary (see storage/README.md)."""
+    from .llm.request import mark_of, replaced_by_retry
+
+    replaced = "replaced by /retry; no longer sent to the model"
+    notes = dict.fromkeys(replaced_by_retry(messages), replaced)
+    for i, message in enumerate(messages):
+        summary = mark_of(message).get("summary")
+        if isinstance(summary, dict) and isinstance(summary.get("covers"), int):
+            covers = summary["covers"]
+            notes[i] = f"/compress summary of messages 1–{covers}, sent instead of them"
+    return notes
+
+
 def to_markdown(title: str, messages: list[dict[str, Any]]) -> str:
     """A readable transcript: each message under a heading, tool calls and results as code."""
     lines = [f"# {title}", ""]
-    for m in messages:
+    notes = steer_notes(messages)
+    for i, m in enumerate(messages):
         kind = str(m.get("type", "")).removesuffix("MessageChunk").lower()
         data = m.get("data", {})
         text = message_text(m)
+        note = [f"*({notes[i]})*", ""] if i in notes else []
         if kind == "tool":
-            lines += [f"### Tool result ({data.get('name') or 'tool'})", ""]
+            lines += [f"### Tool result ({data.get('name') or 'tool'})", "", *note]
             lines += _code(text)
             continue
-        lines += [f"## {_ROLES.get(kind, kind.title())}", ""]
+        heading = "Summary" if i in notes and kind == "system" else _ROLES.get(kind, kind.title())
+        lines += [f"## {heading}", "", *note]
         thinking = (data.get("additional_kwargs") or {}).get("reasoning_content")
         if isinstance(thinking, str) and thinking.strip():
             lines += ["<details><summary>Thinking</summary>", "", *_code(thinking)]

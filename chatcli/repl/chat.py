@@ -21,8 +21,8 @@ from ..render import (
     shorten,
 )
 from ..store import Session, Store, message_text
-from ..transcript import FINISH_MARKS
-from . import commands, prompt
+from ..transcript import FINISH_MARKS, steer_notes
+from . import commands, prompt, steer
 from .reply import ReplyView
 
 REPLAY_TURNS = 3  # turns shown again on resume or /switch
@@ -113,6 +113,8 @@ class Chat:
         self._warmed = False
         self._told_no_tools: set[tuple[str | None, str]] = set()
         self.replies = 0  # replies shown by this run
+        self.last_turn: llm.Turn | None = None  # the latest reply's turn (its request, usage)
+        self.told_trimmed: set[str] = set()  # sessions told their requests leave messages out
 
     # -- session state ---------------------------------------------------------------------------
 
@@ -307,8 +309,9 @@ class Chat:
         self.session.messages = self.store.append(self.sid, [llm.human_dict(text)])
         self.reply(self.session.messages)
 
-    def reply(self, history: list[dict[str, Any]]) -> llm.Turn:
-        """Stream the model's answer to ``history`` and save what it sends as it ends."""
+    def reply(self, history: list[dict[str, Any]], *, retry_of: int | None = None) -> llm.Turn:
+        """Stream the model's answer to ``history`` and save what it sends as it ends.
+        ``retry_of``: the answer replaces the reply saved from that file index on (/retry)."""
         assert self.session is not None
         db = self.database()
         view = ReplyView(
@@ -325,27 +328,43 @@ class Chat:
         model = self.model(tools=db is not None)
         if db is not None and model.facts.tools is False:
             self._tell_no_tools()
-        turn = model.turn(
-            history,
-            system=self._system_with_schema(db),
-            budget=self.settings["context_tokens"],
-            execute=execute if db else None,
-        )
+
+        def make_turn(history: list[dict[str, Any]]) -> llm.Turn:
+            if retry_of is not None:
+                history = [*history, steer.retry_placeholder(retry_of)]
+            return model.turn(
+                history,
+                system=self._system_with_schema(db),
+                budget=self.settings["context_tokens"],
+                execute=execute if db else None,
+            )
+
+        turn = make_turn(history)
+        if self.settings["auto_compress"] and steer.compress_to_fit(self, turn):
+            turn = make_turn(self.session.messages)  # the summary is appended to the history
+        unmarked = retry_of  # the first message saved carries the retry mark
         with view:
             try:
                 for event in turn.events():
                     if isinstance(event, llm.Saved):
+                        if unmarked is not None:
+                            steer.mark_retry(event.messages[0], unmarked)
+                            unmarked = None
                         self.session.messages = self.store.append(self.sid, event.messages)
                     view.show(event)
             except KeyboardInterrupt:
                 partial = turn.interrupted()
                 if partial is not None:
+                    if unmarked is not None:
+                        steer.mark_retry(partial, unmarked)
                     self.session.messages = self.store.append(self.sid, [partial])
                 raise
         if model.facts.tools is False:  # refused during the turn: the turn has said so
             self._told_no_tools.add((self.settings["base_url"], self.model_name))
         self.failed = self.failed or view.broke
         self.replies += 1
+        self.last_turn = turn
+        steer.after_reply(self, turn)
         return turn
 
     def model(self, *, tools: bool) -> llm.Model:
@@ -456,13 +475,18 @@ class Chat:
             start = starts[-count] if len(starts) >= count else 0
         else:
             start = max(0, len(messages) - count)
-        for m in messages[start:]:
-            self._show_message(m)
+        notes = steer_notes(messages)  # replaced by /retry, a /compress summary
+        for i in range(start, len(messages)):
+            self._show_message(messages[i], note=notes.get(i))
 
-    def _show_message(self, m: dict[str, Any]) -> None:
+    def _show_message(self, m: dict[str, Any], *, note: str | None = None) -> None:
         kind = m.get("type")
         text = message_text(m)
-        if kind in ("human", "HumanMessageChunk"):
+        if note:
+            print_note(self.out, f"({note})")
+        if kind == "system" and note:  # a summary: shown apart, dimmed
+            print_note(self.out, text)
+        elif kind in ("human", "HumanMessageChunk"):
             print_styled(self.out, ("› ", "bold cyan"), (text, ""))
         elif kind in ("ai", "AIMessageChunk"):
             data = m.get("data", {})

@@ -157,6 +157,38 @@ def _export(chat: Chat, arg: str) -> None:
     print_note(chat.err, f"exported {len(chat.session.messages)} messages to {path}")
 
 
+@command("/usage", "/usage", "tokens this session has used, by model")
+def _usage(chat: Chat, arg: str) -> None:
+    from .steer import print_usage
+
+    print_usage(chat)
+
+
+@command("/compress", "/compress [KEEP]", "summarise older turns, keep the last KEEP (2) verbatim")
+def _compress(chat: Chat, arg: str) -> None:
+    from .steer import KEEP_TURNS, compress
+
+    compress(chat, _count(arg, KEEP_TURNS))
+
+
+@command("/retry", "/retry", "ask again for the last reply (the old one stays in the file)")
+def _retry(chat: Chat, arg: str) -> None:
+    from .steer import retry
+
+    retry(chat)
+
+
+@command("/fork", "/fork [N]", "a new session with the first N messages (default all)")
+def _fork(chat: Chat, arg: str) -> None:
+    from .steer import fork_open
+
+    original = chat.sid
+    forked = fork_open(chat, _count(arg, 0) if arg else None)
+    for line in forked.lines(original):
+        print_note(chat.err, line)
+    print_note(chat.err, f"switched to {forked.sid} · {chat.title}")
+
+
 @command("/clear", "/clear", "clear the screen")
 def _clear(chat: Chat, arg: str) -> None:
     chat.out.clear()

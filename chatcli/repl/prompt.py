@@ -64,12 +64,15 @@ def key_bindings() -> Any:
 
 
 def toolbar(chat: Chat) -> str:
-    """The bottom line: title, model, short id, whether a database is attached."""
+    """The bottom line: title, model, short id, whether a database is attached, tokens."""
     if chat.session is None:
         return ""
+    from .steer import toolbar_text
+
     db = " · db attached" if chat.has_db() else ""
     title = shorten(chat.title, TOOLBAR_TITLE_CELLS)
-    text = f" {title} · {chat.model_name} · {chat.sid[:8]}{db} "
+    tokens = toolbar_text(chat)  # the session's tokens, how full the context is
+    text = f" {title} · {chat.model_name} · {chat.sid[:8]}{db}{' · ' + tokens if tokens else ''} "
     return sanitize(text)  # a title is the user's data: shown, never acted on
 
 

@@ -27,6 +27,10 @@ class Usage:
             self.input + other.input, self.output + other.output, self.estimated or other.estimated
         )
 
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
     def line(self) -> str:
         """``412 in · 96 out``, with ``≈`` before an estimate."""
         approx = "≈" if self.estimated else ""
