@@ -234,4 +234,8 @@ def _schema(chat: Chat, arg: str) -> None:
     if db is None:
         raise QueryError("no database is attached (use /attach PATH)")
     for table in db.list_tables():
-        chat.out.print(sanitize(db.describe_table(table)), highlight=False, markup=False)
+        try:
+            text = db.describe_table(table)
+        except QueryError as e:  # one table that cannot be read must not hide the others
+            text = f"table {table} — cannot be read: {e}"
+        chat.out.print(sanitize(text), highlight=False, markup=False)

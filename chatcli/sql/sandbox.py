@@ -233,6 +233,25 @@ class QueryResult:
         return "\n".join(lines)
 
 
+def _connect_virtual_tables(conn: sqlite3.Connection) -> None:
+    """Connect every virtual table of the file now, before the authorizer is installed.
+
+    R*Tree (which GeoPackage and SpatiaLite use) prepares INSERT and DELETE statements on its
+    shadow tables when it connects, so with the authorizer in place such a table could not even
+    be read. The connection keeps its virtual tables connected; those statements are prepared,
+    never run, and a write would still fail: the file is opened mode=ro and query_only is on,
+    while the authorizer goes on refusing every INSERT, UPDATE or DELETE a query names.
+    """
+    names = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'"
+    ).fetchall()
+    for (name,) in names:
+        quoted = '"' + name.replace('"', '""') + '"'
+        # A module this build lacks (or a broken table) only fails when that table is used.
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"SELECT 1 FROM {quoted} LIMIT 0").fetchall()
+
+
 class Sandbox:
     """The read-only, time- and size-limited connection itself; lives in the worker process.
 
@@ -270,6 +289,7 @@ class Sandbox:
                 conn.enable_load_extension(False)
             conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
             conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+            _connect_virtual_tables(conn)
             conn.set_authorizer(self._authorize)
             conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

@@ -149,8 +149,9 @@ def schema_summary(sandbox: Sandbox, max_chars: int = 2000) -> str:
             try:
                 columns = _columns(conn, table)
                 fks = {fk[0]: fk[1] for fk in _foreign_keys(conn, table)}
-            except sqlite3.Error:  # e.g. a virtual table whose module is not built in
-                lines.append(f"{table}(?) — {kind}")
+            except sqlite3.Error as e:  # e.g. a virtual table whose module is not built in
+                # this table's row says why; the other tables are still listed
+                lines.append(f"{table}(?) — {kind} that cannot be read: {e}")
                 continue
             cols = []
             for col_name, col_type, _, _, pk, _ in columns:
