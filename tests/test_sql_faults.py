@@ -93,3 +93,26 @@ def test_the_schema_summary_names_the_unreadable_table_and_lists_the_rest(
     system = server.requests[0]["messages"][0]["content"]
     assert "aaa_ext(?) — table that cannot be read: no such module: no_such_module" in system
     assert "plain(x) — 1 rows" in system and "after(y) — 1 rows" in system
+
+
+def make_big_value_db(path: Path) -> Path:
+    """b(v): one blob of 70 MB, written by another tool (over chatcli's 64 MB limit)."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE b (v)")
+    conn.execute("INSERT INTO b VALUES (zeroblob(70 * 1024 * 1024))")
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("query", ["SELECT zeroblob(100000000)", "SELECT v FROM b"])
+def test_a_value_over_chatclis_own_limit_says_whose_limit_it_is(
+    chatcli, tmp_path: Path, query: str
+) -> None:
+    db = make_big_value_db(tmp_path / "big.db")
+    result = chatcli("new", "--db", str(db), input=f"/sql {query}\n/sql SELECT length(v) FROM b\n")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert "chatcli's limit of 64 MB" in line and "MAX_VALUE_BYTES" in line
+    assert "string or blob too big" not in line
+    assert str(70 * 1024 * 1024) in result.stdout  # the next query still runs

@@ -19,7 +19,15 @@ from chatcli.errors import InvalidDatabase, QueryError
 
 from .copy import connect_ro
 
-__all__ = ["HEAP_LIMIT", "OUT_OF_MEMORY", "QueryResult", "Sandbox", "time_limit_message"]
+__all__ = [
+    "HEAP_LIMIT",
+    "MAX_VALUE_BYTES",
+    "OUT_OF_MEMORY",
+    "VALUE_TOO_BIG",
+    "QueryResult",
+    "Sandbox",
+    "time_limit_message",
+]
 
 # Functions that reach outside the database (files, extensions, raw pointers, nested SQL).
 # Most are absent from a stock build; they are listed so that a build which has them, or a
@@ -146,8 +154,14 @@ def _statement_label(query: str) -> str | None:
 _CELL_CHARS = 200
 # Virtual machine instructions between two checks of the time limit (a few microseconds).
 _PROGRESS_STEPS = 1000
-# Longest string or blob SQLite may build: stops "SELECT zeroblob(1e9)" from eating memory.
-_MAX_VALUE_BYTES = 64 * 1024 * 1024
+# Longest string or blob SQLite may build or read: stops "SELECT zeroblob(1e9)" from eating
+# memory. chatcli's own limit, not SQLite's (1 GB): the message past it says so and names this.
+MAX_VALUE_BYTES = 64 * 1024 * 1024
+VALUE_TOO_BIG = (
+    f"query stopped: a value would pass chatcli's limit of {MAX_VALUE_BYTES // 2**20} MB per "
+    "string or blob (MAX_VALUE_BYTES in chatcli/sql/sandbox.py), whether the query builds it "
+    "or the file holds it; length(column) still works"
+)
 # Raw text/blob bytes one result may hold: rendering cuts long values, so the character
 # cap alone would let 200 rows of 60 MB blobs through.
 _MAX_RESULT_BYTES = 32 * 1024 * 1024
@@ -288,7 +302,7 @@ class Sandbox:
             if hasattr(conn, "enable_load_extension"):  # absent when built without it
                 conn.enable_load_extension(False)
             conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
             _connect_virtual_tables(conn)
             conn.set_authorizer(self._authorize)
             conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
@@ -376,6 +390,8 @@ class Sandbox:
             return QueryError("only one statement per query")
         if "interrupted" in text:
             return QueryError(time_limit_message(limit))
+        if ((getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF) == sqlite3.SQLITE_TOOBIG:
+            return QueryError(VALUE_TOO_BIG)  # "string or blob too big" says not whose limit
         if ((getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF) in (
             sqlite3.SQLITE_FULL,
             sqlite3.SQLITE_IOERR,
