@@ -220,16 +220,32 @@ def new(
         str | None, typer.Option("--system", "-s", help="System prompt for this session.")
     ] = None,
     db: Annotated[
-        Path | None,
-        typer.Option("--db", metavar="PATH", help="Attach a copy of this SQLite database."),
+        list[str] | None,
+        typer.Option(
+            "--db",
+            metavar="SOURCE",
+            help="Attach a SQLite file (a copy), a CSV/TSV/JSON/JSONL/Parquet file (imported as a "
+            "table) or a postgresql:// URL (live, read-only); repeat for several files.",
+        ),
     ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="With --db: replace tables that exist.")
+    ] = False,
 ) -> None:
     """Start a new session and chat (one message per line when input is piped)."""
     from .repl import start_new
 
     state = _state(ctx)
     raise typer.Exit(
-        start_new(state.store, state.term, title=title, model=model, system=system, db=db)
+        start_new(
+            state.store,
+            state.term,
+            title=title,
+            model=model,
+            system=system,
+            db=db or [],
+            replace=replace,
+        )
     )
 
 
@@ -269,19 +285,38 @@ def resume(
 def attach_db(
     ctx: typer.Context,
     session_id: _SessionId,
-    path: Annotated[Path, typer.Argument(help="SQLite database to copy into the session.")],
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="SOURCE...",
+            help="A SQLite file (copied), CSV/TSV/JSON/JSONL/Parquet files (imported as tables "
+            "into the session's copy), or one postgresql:// URL (attached live, read-only).",
+        ),
+    ],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace tables that exist (else: ask, or refuse).")
+    ] = False,
 ) -> None:
-    """Attach a copy of a SQLite database to a session (your original is never modified)."""
-    store = _state(ctx).store
+    """Attach data to a session: your files are only read, never modified; a PostgreSQL
+    database is queried read-only and its password never stored."""
+    state = _state(ctx)
+    store = state.store
     sid = store.resolve(session_id)
-    from .sql import copy_database
+    from .attaching import attach, report
 
-    store.ensure()
-    with store.replacing_db(sid) as kept:
-        copy_database(path, store.db_path(sid))
-    _say(f"attached {path} to session {sid}")
-    if kept:
-        _say(f"(the previous copy is kept in {kept})", err=True)
+    done = attach(store, state.term, sid, sources, replace=replace, confirm=_confirm(state.term))
+    lines, notes = report(done, sid)
+    for line in lines:
+        _say(line)
+    for note in notes:
+        _say(note, err=True)
+
+
+def _confirm(term: Terminal) -> Any:
+    """A yes/no question on the terminal (default no), or None when input is not a terminal."""
+    if not term.stdin_isatty:
+        return None
+    return lambda question: typer.confirm(question, default=False, err=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -422,7 +422,8 @@ def test_attach_keeps_the_old_copy_on_a_bad_file_and_detach_removes_only_the_cop
     assert result.returncode == 1, result.stderr  # the bad /attach and the last /sql failed
     errors = [line for line in result.stderr.splitlines() if line.startswith("chatcli: error:")]
     assert errors == [
-        f"chatcli: error: not a SQLite database (or it is encrypted) ({bad})",
+        "chatcli: error: not a SQLite database (or it is encrypted), nor a CSV/TSV, JSON, JSON "
+        f"Lines or Parquet file (to import it as CSV, name it .csv) ({bad})",
         "chatcli: error: no database is attached (use /attach PATH)",
     ]
     assert f"attached {second}" in result.stderr and "database detached" in result.stderr

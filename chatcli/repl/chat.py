@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +35,29 @@ def start_new(
     title: str | None,
     model: str | None,
     system: str | None,
-    db: Path | None,
+    db: Sequence[str | Path] = (),
+    replace: bool = False,
 ) -> int:
     """``chatcli new``: check everything that can fail, then create the session and chat."""
     settings = config.Settings({"model": model})
     api_key = config.require_api_key()  # set, and usable in a header
-    if db is not None:
-        from ..sql import validate_database
+    if db:
+        from ..sql.attach import check_sources
 
-        validate_database(db)  # refuse a bad file before any session file exists
+        check_sources(db)  # refuse a bad file before any session file exists
     sid = store.create(title=title, model=settings["model"], system=system)
-    if db is not None:
-        from ..sql import copy_database
+    if db:
+        from ..attaching import attach, report
 
+        ask = prompt.confirm if term.stdin_isatty else None
         try:
-            copy_database(db, store.db_path(sid))
+            done = attach(store, term, sid, db, replace=replace, confirm=ask, settings=settings)
         except BaseException:
-            store.discard_if_empty(sid)  # the session was only made to hold this copy
+            store.discard_if_empty(sid)  # the session was only made to hold this database
             raise
+        lines, notes = report(done)
+        for line in (lines if term.stdin_isatty else []) + notes:
+            print_note(term.err, line)
     return Chat(store, settings, api_key, term=term).run(sid, created=True)
 
 
@@ -106,6 +111,8 @@ class Chat:
         self.interactive = term.stdin_isatty and self.out.is_terminal
         self.session: Session | None = None
         self.db: Any = None  # sql.ReadOnlyDatabase of the open session, opened on demand
+        self._db_key: Any = None  # which file (inode, mtime, size) or URL self.db has open
+        self._told: set[str] = set()  # PostgreSQL URLs whose notes (a role that writes) were said
         self._created: str | None = None  # made by this run: forgotten if left without a message
         self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
         self._facts: dict[tuple[str | None, str], llm.ServerFacts] = {}
@@ -175,32 +182,85 @@ class Chat:
         self.session.meta = self.store.update_meta(self.sid, **fields)
 
     def has_db(self) -> bool:
-        return self.session is not None and self.store.has_db(self.sid)
+        return self.session is not None and self._db_source() is not None
+
+    def _db_source(self) -> Any:
+        """What the session has attached: ("postgres", url), the copy's (inode, mtime, size) —
+        another process may have replaced it since — or None."""
+        from ..sql.attach import session_url
+
+        if url := session_url(self.store, self.sid):
+            return ("postgres", url)
+        with contextlib.suppress(OSError):
+            st = self.store.db_path(self.sid).stat()
+            if st.st_size > 0:
+                return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return None
 
     def database(self) -> Any:
-        """The open session's attached database in the read-only sandbox, or None."""
-        if self.db is None and self.store.has_db(self.sid):
-            from ..sql import ReadOnlyDatabase
+        """The open session's attached database, read-only, or None: a live PostgreSQL database
+        when the session has a URL, else its SQLite copy in the sandbox (reopened when the file
+        was replaced: a worker with the old file open would keep seeing the old tables)."""
+        key = self._db_source()
+        if self.db is not None and key != self._db_key:
+            self._close_db()
+        if self.db is None and key is not None:
+            if key[0] == "postgres":
+                self.db = self._open_postgres(key[1])
+            else:
+                from ..sql import ReadOnlyDatabase
 
-            self.db = ReadOnlyDatabase(
-                self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
-            )
+                self.db = ReadOnlyDatabase(
+                    self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
+                )
+            self._db_key = key
         return self.db
 
-    def attach(self, path: Path) -> Path | None:
-        """Attach a copy of the database at ``path``; returns where a replaced copy is kept."""
-        from ..sql import copy_database
+    def _open_postgres(self, url: str) -> Any:
+        from ..sql.attach import open_postgres
 
-        self._close_db()
-        with self.store.replacing_db(self.sid) as kept:
-            copy_database(path, self.store.db_path(self.sid))
-        return kept
+        db, notes = open_postgres(
+            url,
+            timeout=self.settings["sql_timeout"],
+            allow_superuser=self.settings["pg_allow_superuser"],
+        )
+        if url not in self._told:  # once per run: a role that could write
+            self._told.add(url)
+            for note in notes:
+                print_note(self.err, note)
+        return db
 
-    def detach(self) -> Path:
-        """Remove the attached copy; returns where it is kept."""
-        if not self.store.has_db(self.sid):
+    def attach(
+        self, sources: Sequence[str | Path], *, replace: bool = False, confirm: Any = None
+    ) -> Any:
+        """Attach files or a postgresql:// URL (sql.attach.attach_sources); returns what was
+        done (sql.attach.Attached)."""
+        from ..attaching import attach
+
+        self._close_db()  # its worker has the old file open
+        done = attach(
+            self.store,
+            self.term,
+            self.sid,
+            sources,
+            replace=replace,
+            confirm=confirm,
+            settings=self.settings,
+        )
+        if done.url is not None:
+            self._told.add(done.url)  # attach_sources' notes said it already
+        return done
+
+    def detach(self) -> Path | None:
+        """Remove the attached copy (returns where it is kept) or PostgreSQL URL (None)."""
+        from ..sql.attach import URL_KEY, session_url
+
+        if not self.has_db():
             raise ChatcliError("no database is attached")
         self._close_db()
+        if session_url(self.store, self.sid):
+            self.update_meta(**{URL_KEY: None})
+            return None
         return self.store.detach_db(self.sid)
 
     def _close_db(self) -> None:
@@ -325,7 +385,7 @@ class Chat:
             view.before_tool()
             return self._run_tool(name, args)
 
-        model = self.model(tools=db is not None)
+        model = self.model(tools=db is not None, dialect=db.dialect if db else "SQLite")
         if db is not None and model.facts.tools is False:
             self._tell_no_tools()
 
@@ -367,9 +427,10 @@ class Chat:
         steer.after_reply(self, turn)
         return turn
 
-    def model(self, *, tools: bool) -> llm.Model:
-        """The session's model on the configured server, with what that server said of itself."""
-        from ..sql import TOOL_SPECS
+    def model(self, *, tools: bool, dialect: str = "SQLite") -> llm.Model:
+        """The session's model on the configured server, with what that server said of itself;
+        the SQL tools (when `tools`) name `dialect`, the attached database's."""
+        from ..sql import tool_specs
 
         return llm.Model(
             self.model_name,
@@ -377,7 +438,7 @@ class Chat:
             base_url=self.settings["base_url"],
             timeout=self.settings["timeout"],
             max_tokens=self.settings["max_tokens"],
-            tools=TOOL_SPECS if tools else [],
+            tools=tool_specs(dialect) if tools else [],
             facts=self.server_facts(),
         )
 
@@ -436,8 +497,8 @@ class Chat:
             return system
         summary = db.schema_summary()
         return (
-            f"{system or ''}\n\nThe user attached a SQLite database (read-only). Use the tools "
-            f"to answer questions about it. Schema:\n{summary}"
+            f"{system or ''}\n\nThe user attached a {db.dialect} database (read-only). Use the "
+            f"tools to answer questions about it. Schema:\n{summary}"
         ).strip()
 
     def _run_tool(self, name: str, args: dict[str, Any]) -> str:

@@ -194,17 +194,38 @@ def _clear(chat: Chat, arg: str) -> None:
     chat.out.clear()
 
 
-@command("/attach", "/attach PATH", "attach a copy of a SQLite database")
+@command(
+    "/attach",
+    "/attach [--replace] SOURCE...",
+    "attach a SQLite file (copied), CSV/JSON/Parquet files (imported) or a postgresql:// URL",
+)
 def _attach(chat: Chat, arg: str) -> None:
+    from ..attaching import report
+    from ..sql.attach import is_url
+
+    replace = arg == "--replace" or arg.startswith("--replace ")
+    if replace:
+        arg = arg[len("--replace") :].strip()
     if not arg:
-        raise ChatcliError("usage: /attach PATH")
-    kept = chat.attach(Path(arg).expanduser())
-    print_note(
-        chat.err, f"attached {arg}" + (f" (the previous copy is kept in {kept})" if kept else "")
-    )
+        raise ChatcliError("usage: /attach [--replace] SOURCE...")
+    if is_url(arg) or Path(arg).expanduser().exists():
+        sources = [arg]  # one path, spaces and all
+    else:
+        import shlex
+
+        try:
+            sources = shlex.split(arg)
+        except ValueError as e:
+            raise ChatcliError(f"cannot read the file names: {e}") from None
+    from .prompt import confirm
+
+    done = chat.attach(sources, replace=replace, confirm=confirm if chat.interactive else None)
+    lines, notes = report(done)
+    for line in lines + notes:
+        print_note(chat.err, line)
 
 
-@command("/detach", "/detach", "remove the attached database copy")
+@command("/detach", "/detach", "remove the attached database (a copy is kept in the trash)")
 def _detach(chat: Chat, arg: str) -> None:
     if not chat.has_db():
         raise ChatcliError("no database is attached")
@@ -214,7 +235,7 @@ def _detach(chat: Chat, arg: str) -> None:
         if not confirm("Remove the attached database copy?"):
             return
     kept = chat.detach()
-    print_note(chat.err, f"database detached (the copy is kept in {kept})")
+    print_note(chat.err, "database detached" + (f" (the copy is kept in {kept})" if kept else ""))
 
 
 @command("/sql", "/sql QUERY", "run a read-only query on the attached database")

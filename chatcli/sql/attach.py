@@ -85,22 +85,24 @@ class Attached:
     kept: Path | None = None  # where the replaced database copy is kept
     notes: list[str] = field(default_factory=list)  # the password note, the write warning
 
-    def lines(self) -> list[str]:
+    def lines(self, sid: str | None = None) -> list[str]:
+        """One line per source: "attached sales.csv as table sales (2 rows) to session ID"."""
+        to = f" to session {sid}" if sid else ""
         out = []
         if self.copied is not None:
-            out.append(f"copied the SQLite database {self.copied}")
+            out.append(f"attached {self.copied}{to}")
         for r in self.imported:
             how = ", replacing the old one" if r.replaced else ""
-            out.append(f"imported {r.path} as table {r.table} ({r.rows:,} rows{how})")
+            out.append(f"attached {r.path} as table {r.table} ({r.rows:,} rows{how}){to}")
         if self.url is not None:
-            out.append(f"attached the PostgreSQL database {self.url} (live, read-only)")
+            out.append(f"attached {self.url}{to} (live and read-only: nothing is copied)")
         return out
 
 
 def check_sources(sources: Sequence[str | Path]) -> Plan:
     """Sort `sources` into a Plan and refuse what cannot be attached, touching nothing: a missing
     or unreadable file, a bad SQLite file, two SQLite files, a URL among other sources."""
-    from .files import detect_kind
+    from .files import detect_kind, known_extension
 
     if not sources:
         raise ChatcliError("nothing to attach: give a file or a postgresql:// URL")
@@ -117,6 +119,12 @@ def check_sources(sources: Sequence[str | Path]) -> Plan:
             kind = detect_kind(path)
         except DataFileError as e:  # no such file, a folder, a FIFO: one line naming it
             raise ChatcliError(e.message, path=path) from None
+        if kind == "csv" and not known_extension(path):  # e.g. notes.txt: a mistake, likely
+            raise ChatcliError(
+                "not a SQLite database (or it is encrypted), nor a CSV/TSV, JSON, JSON Lines or "
+                "Parquet file (to import it as CSV, name it .csv)",
+                path=path,
+            )
         (sqlite_files if kind == "sqlite" else files).append(path)
     if len(sqlite_files) > 1:
         raise ChatcliError(

@@ -33,7 +33,7 @@ from .loaders import (
 )
 
 __all__ = ["BATCH_ROWS", "SAMPLE_ROWS", "ImportResult", "Kind", "Progress", "detect_kind",
-           "import_file", "import_files", "table_name_for"]  # fmt: skip
+           "import_file", "import_files", "known_extension", "table_name_for"]  # fmt: skip
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total), over all files of one import
 
@@ -107,6 +107,12 @@ def detect_kind(path: Path | str) -> Kind:
     if first == "{":  # many ".json" exports are really one object per line
         return "jsonl"
     return by_extension or "csv"
+
+
+def known_extension(path: Path | str) -> bool:
+    """Whether the file's extension names a kind chatcli reads (.csv, .json, .parquet, .db...);
+    detect_kind takes any other text file for CSV, which a caller may want to ask about first."""
+    return Path(path).suffix.lower() in _EXTENSIONS
 
 
 def table_name_for(path: Path | str, taken: Iterable[str] = ()) -> str:
