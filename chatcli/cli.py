@@ -232,7 +232,8 @@ def new(
         bool, typer.Option("--replace", help="With --db: replace tables that exist.")
     ] = False,
 ) -> None:
-    """Start a new session and chat (one message per line when input is piped)."""
+    """Start a new session and chat (piped input: one message per line; to pipe in a file's
+    content as one message, use `chatcli ask`)."""
     from .repl import start_new
 
     state = _state(ctx)
@@ -267,7 +268,8 @@ def resume(
         str | None, typer.Option("--model", "-m", help="Switch this session to another model.")
     ] = None,
 ) -> None:
-    """Reopen a session and go on chatting."""
+    """Reopen a session and go on chatting (piped input: one message per line; `chatcli ask -s
+    ID` sends piped content as one message)."""
     store = _state(ctx).store
     if last == (session_id is not None):
         raise typer.BadParameter("give a session ID or --last (not both)")
@@ -279,6 +281,94 @@ def resume(
 
 # ---------------------------------------------------------------------------------------------
 # attach-db
+# ---------------------------------------------------------------------------------------------
+# ask
+
+
+@app.command()
+def ask(
+    ctx: typer.Context,
+    words: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[PROMPT]...", help="The question (its words joined by spaces)."),
+    ] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--file",
+            "-f",
+            metavar="PATH",
+            help="Put a text file into the message (repeatable; at most 512 KiB each).",
+        ),
+    ] = None,
+    cont: Annotated[
+        bool, typer.Option("--continue", "-c", help="Add this turn to the most recent session.")
+    ] = False,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            "-s",
+            metavar="ID",
+            help="Add this turn to this session (id or unique prefix).",
+            autocompletion=_complete_session,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name (default: $CHATCLI_MODEL, config, gpt-4o-mini)."
+        ),
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="System prompt for this session.")
+    ] = None,
+    db: Annotated[
+        list[str] | None,
+        typer.Option("--db", metavar="SOURCE", help="Attach a database or data file, as in new."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="With --db: replace tables that exist.")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON object: session, reply, model, finish_reason, usage."
+        ),
+    ] = False,
+) -> None:
+    """Ask one question and exit; piped input is content (`cat log | chatcli ask explain`).
+
+    The reply streams as Markdown on a terminal; in a pipe it is the model's exact text. Exit
+    status: 0 a complete reply, 1 an error or a reply that broke off (what arrived is saved),
+    2 nothing to ask, 130 Ctrl-C."""
+    from . import helper
+
+    state = _state(ctx)
+    # the warm helper runs this very command, forked from a process with LangChain imported
+    code = helper.run_remote(state.store.root, sys.argv[1:], real=helper.real_process(state.term))
+    if code is not None:
+        helper.leave(code)
+    from .repl import oneshot
+
+    raise typer.Exit(
+        oneshot.run(
+            state.store,
+            state.term,
+            sys.argv[1:],
+            words=words or [],
+            files=files or [],
+            cont=cont,
+            session=session,
+            model=model,
+            system=system,
+            db=db or [],
+            replace=replace,
+            as_json=as_json,
+        )
+    )
+
+
 
 
 @app.command("attach-db")

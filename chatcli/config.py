@@ -34,6 +34,8 @@ _SETTINGS: dict[str, tuple[str, Any, type]] = {
     # attach a PostgreSQL role that can run programs or write files on the server (a superuser):
     # READ ONLY does not stop COPY ... TO PROGRAM, so such roles are refused unless this is on
     "pg_allow_superuser": ("CHATCLI_PG_ALLOW_SUPERUSER", False, bool),
+    # `chatcli ask` keeps a warm helper process (chatcli/helper/) that has LangChain imported
+    "helper": ("CHATCLI_HELPER", True, bool),
 }
 
 

@@ -23,6 +23,7 @@ from ..render import (
 from ..store import Session, Store, message_text
 from ..transcript import FINISH_MARKS, steer_notes
 from . import commands, prompt, steer
+from .compose import Attachment, compose
 from .reply import ReplyView
 
 REPLAY_TURNS = 3  # turns shown again on resume or /switch
@@ -121,6 +122,7 @@ class Chat:
         self._told_no_tools: set[tuple[str | None, str]] = set()
         self.replies = 0  # replies shown by this run
         self.last_turn: llm.Turn | None = None  # the latest reply's turn (its request, usage)
+        self.attachments: list[Attachment] = []  # /file: put into the next message sent
         self.told_trimmed: set[str] = set()  # sessions told their requests leave messages out
 
     # -- session state ---------------------------------------------------------------------------
@@ -374,12 +376,7 @@ class Chat:
         ``retry_of``: the answer replaces the reply saved from that file index on (/retry)."""
         assert self.session is not None
         db = self.database()
-        view = ReplyView(
-            self.term,
-            theme=self.settings["theme"],
-            show_thinking=self.settings["show_thinking"],
-            max_tokens=self.settings["max_tokens"],
-        )
+        view = self.reply_view()
 
         def execute(name: str, args: dict[str, Any]) -> str:
             view.before_tool()
@@ -389,7 +386,10 @@ class Chat:
         if db is not None and model.facts.tools is False:
             self._tell_no_tools()
 
+        if self.attachments:  # /file: the files go into this message, before its words
+            text = compose(text, files=self.attachments)
         def make_turn(history: list[dict[str, Any]]) -> llm.Turn:
+        self.attachments = []
             if retry_of is not None:
                 history = [*history, steer.retry_placeholder(retry_of)]
             return model.turn(
@@ -450,6 +450,15 @@ class Chat:
             if key not in self._facts:
                 base = self.settings["base_url"]
                 # Only a server named by OPENAI_BASE_URL is asked: the OpenAI API says no more.
+    def reply_view(self) -> ReplyView:
+        """How a reply is shown while it streams (``chatcli ask`` shows it its own way)."""
+        return ReplyView(
+            self.term,
+            theme=self.settings["theme"],
+            show_thinking=self.settings["show_thinking"],
+            max_tokens=self.settings["max_tokens"],
+        )
+
                 self._facts[key] = (
                     llm.probe(base, self.model_name, self.api_key) if base else llm.ServerFacts()
                 )

@@ -68,20 +68,31 @@ class ReplyView:
         if not event.final:
             self._waiting.start()  # the model's next round
             return
-        last = event.messages[-1]
-        if event.finish_reason == "incomplete":
-            self.broke = True
-            print_error(self.err, BROKEN_REPLY)
-        elif event.finish_reason == "length":
-            print_note(self.err, cut_note(self._max_tokens))
-        elif not message_text(last) and not has_thinking(last):
-            print_note(self.err, "(the model sent an empty reply)")
+        error, note = final_words(event, self._max_tokens)
+        self.broke = self.broke or error is not None
+        if error:
+            print_error(self.err, error)
+        if note:
+            print_note(self.err, note)
 
     def _end_thinking(self) -> None:
         if self._thinking:
             self.out.print()
             self.out.print()
             self._thinking = False
+
+
+def final_words(event: llm.Saved, max_tokens: Any) -> tuple[str | None, str | None]:
+    """(error, note) for the end of a reply: an error when it broke off, a note when it was cut
+    at the token limit or came back empty (the same words on a terminal and in a pipe)."""
+    last = event.messages[-1]
+    if event.finish_reason == "incomplete":
+        return BROKEN_REPLY, None
+    if event.finish_reason == "length":
+        return None, cut_note(max_tokens)
+    if not message_text(last) and not has_thinking(last):
+        return None, "(the model sent an empty reply)"
+    return None, None
 
 
 def cut_note(max_tokens: Any) -> str:
