@@ -369,6 +369,27 @@ def ask(
     )
 
 
+@app.command("helper")
+def helper_(
+    ctx: typer.Context,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the helper now.")] = False,
+) -> None:
+    """Whether the warm helper of `chatcli ask` runs (it quits by itself after 10 idle minutes;
+    setting helper = false turns it off)."""
+    from . import helper
+
+    root = _state(ctx).store.root
+    answer = helper.ask_helper(root, "stop" if stop else "status")
+    if answer is None:
+        typer.echo("no helper is running")
+    elif stop:
+        typer.echo(f"helper stopped (pid {answer.get('stopped')})")
+    else:
+        typer.echo(f"helper running (pid {answer.get('pid')}), socket in {helper.run_dir(root)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# attach-db
 
 
 @app.command("attach-db")

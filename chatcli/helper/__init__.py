@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-IDLE_SECONDS = 600  # the helper quits after 10 minutes without a request
+IDLE_SECONDS = 600  # the helper quits after 10 minutes without a request (CHATCLI_HELPER_IDLE)
 RUN_DIR = "run"
 SOCKET = "helper.sock"
 IN_CHILD = False  # True in a process forked by the helper (that process never asks a helper)

@@ -54,14 +54,16 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     gc.freeze()  # what is imported stays shared with every child, not copied on its first GC
-    listener.settimeout(_CHECK_SECONDS)
+    idle = float(os.environ.get("CHATCLI_HELPER_IDLE") or IDLE_SECONDS)  # tests shorten it
+    listener.settimeout(min(_CHECK_SECONDS, idle))
     last = time.monotonic()
+    served = 0
     try:
         while True:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
-                if time.monotonic() - last > IDLE_SECONDS or not _still_ours(inode):
+                if time.monotonic() - last > idle or not _still_ours(inode):
                     return
                 continue
             last = time.monotonic()
@@ -72,7 +74,8 @@ def main(argv: list[str]) -> None:
             if pid == 0:
                 listener.close()
                 os.close(lock)
-                _child(conn, version)
+                _child(conn, version, served)
+            served += 1
             conn.close()
     except SystemExit:
         pass
@@ -118,7 +121,7 @@ def _same_user(conn: socket.socket) -> bool:
     return uid == os.getuid()
 
 
-def _child(conn: socket.socket, version: str) -> NoReturn:
+def _child(conn: socket.socket, version: str, served: int) -> NoReturn:
     """Become the client's ``chatcli ARGV`` on its streams; report the exit status."""
     code = 1
     try:
@@ -129,7 +132,7 @@ def _child(conn: socket.socket, version: str) -> NoReturn:
         request = json.loads(_exactly(conn, struct.unpack("!Q", header)[0]))
         op = request.get("op")
         if op == "status":
-            _tell(conn, {"pid": os.getppid(), "version": version})
+            _tell(conn, {"pid": os.getppid(), "version": version, "served": served})
             os._exit(0)
         if op == "stop" or request.get("version") != version:
             # a newer chatcli asks: this helper gives way (the client runs the turn itself)

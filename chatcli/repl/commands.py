@@ -189,6 +189,17 @@ def _fork(chat: Chat, arg: str) -> None:
     print_note(chat.err, f"switched to {forked.sid} · {chat.title}")
 
 
+@command("/file", "/file PATH", "put a text file into the next message (as -f in chatcli ask)")
+def _file(chat: Chat, arg: str) -> None:
+    if not arg:
+        raise ChatcliError("usage: /file PATH")
+    from .compose import read_attachment
+
+    attachment = read_attachment(Path(arg))  # refused now, not when the message is sent
+    chat.attachments.append(attachment)
+    print_note(chat.err, f"{attachment.name} goes with your next message")
+
+
 @command("/clear", "/clear", "clear the screen")
 def _clear(chat: Chat, arg: str) -> None:
     chat.out.clear()

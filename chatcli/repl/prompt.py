@@ -70,6 +70,8 @@ def toolbar(chat: Chat) -> str:
     from .steer import toolbar_text
 
     db = " · db attached" if chat.has_db() else ""
+    # /file: what goes with the next message, until it is sent
+    db += "".join(f" · +{shorten(a.name, TOOLBAR_TITLE_CELLS)}" for a in chat.attachments)
     title = shorten(chat.title, TOOLBAR_TITLE_CELLS)
     tokens = toolbar_text(chat)  # the session's tokens, how full the context is
     text = f" {title} · {chat.model_name} · {chat.sid[:8]}{db}{' · ' + tokens if tokens else ''} "
