@@ -113,7 +113,6 @@ class Chat:
         self.session: Session | None = None
         self.db: Any = None  # sql.ReadOnlyDatabase of the open session, opened on demand
         self._db_key: Any = None  # which file (inode, mtime, size) or URL self.db has open
-        self._told: set[str] = set()  # PostgreSQL URLs whose notes (a role that writes) were said
         self._created: str | None = None  # made by this run: forgotten if left without a message
         self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
         self._facts: dict[tuple[str | None, str], llm.ServerFacts] = {}
@@ -226,10 +225,8 @@ class Chat:
             timeout=self.settings["sql_timeout"],
             allow_superuser=self.settings["pg_allow_superuser"],
         )
-        if url not in self._told:  # once per run: a role that could write
-            self._told.add(url)
-            for note in notes:
-                print_note(self.err, note)
+        for note in notes:  # a role that could write: said once per process (sql.attach)
+            print_note(self.err, note)
         return db
 
     def attach(
@@ -240,7 +237,7 @@ class Chat:
         from ..attaching import attach
 
         self._close_db()  # its worker has the old file open
-        done = attach(
+        return attach(
             self.store,
             self.term,
             self.sid,
@@ -249,9 +246,6 @@ class Chat:
             confirm=confirm,
             settings=self.settings,
         )
-        if done.url is not None:
-            self._told.add(done.url)  # attach_sources' notes said it already
-        return done
 
     def detach(self) -> Path | None:
         """Remove the attached copy (returns where it is kept) or PostgreSQL URL (None)."""

@@ -54,6 +54,8 @@ SUPERUSER_HINT = (
 
 # URLs given with a password in this process, by their stored form: used to connect, never written.
 _GIVEN_URLS: dict[str, str] = {}
+# URLs whose notes (a role that can write) this process has said: once is enough.
+_TOLD: set[str] = set()
 
 Confirm = Callable[[str], bool]  # asks the user a yes/no question; True means yes
 
@@ -269,10 +271,10 @@ def _attach_url(
 def open_postgres(
     url: str, *, timeout: float = 5.0, allow_superuser: bool = False
 ) -> tuple[PostgresDatabase, list[str]]:
-    """Connect to `url` read-only; returns the backend and the notes to show once (a role that
-    can write). Refuses (QueryError) a role that can run programs or write files on the server
-    unless `allow_superuser`. A stored URL connects with the password given in this process, if
-    one was; else libpq finds it."""
+    """Connect to `url` read-only; returns the backend and the notes to show (a role that can
+    write), the first time in this process only. Refuses (QueryError) a role that can run programs
+    or write files on the server unless `allow_superuser`. A stored URL connects with the password
+    given in this process, if one was; else libpq finds it."""
     from .postgres import PostgresDatabase, strip_password
 
     stored = strip_password(url)
@@ -294,4 +296,7 @@ def open_postgres(
     notes = [warning] if warning else []
     if powers:
         notes.append(f"allowed by pg_allow_superuser: {'; '.join(powers)}")
+    if stored in _TOLD:
+        return db, []
+    _TOLD.add(stored)
     return db, notes
