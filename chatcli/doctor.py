@@ -38,8 +38,10 @@ ADVICE = {
     "damaged session": "chatcli leaves it exactly as it is: it is listed as DAMAGED and resume "
     "refuses it. Repair the JSON by hand or restore it from a backup.",
     "unreadable file": "give your user read permission on it (chatcli never changes it).",
-    "damaged database": "the database copy is not SQLite: attach the original again with "
-    "'chatcli attach-db ID PATH', which replaces the copy.",
+    "damaged database": "the session's database copy cannot be read (not SQLite, damaged, or "
+    "put in WAL mode by another program); the chat goes on without it. Attach the original "
+    "again with 'chatcli attach-db ID PATH' (or /attach PATH), which replaces the copy, or "
+    "remove it with /detach.",
     "database without a session": "a database copy whose session file is missing (and not in "
     "the trash). The doctor never touches databases; if the session file was lost, restore it "
     "from a backup.",
@@ -297,6 +299,21 @@ def _check_databases(
             report.add(WARNING, "database without a session", path)
         elif head != _SQLITE_MAGIC:
             report.add(ERROR, "damaged database", path, "not an SQLite database")
+        elif problem := _database_problem(path):
+            report.add(ERROR, "damaged database", path, problem)
+
+
+def _database_problem(path: Path) -> str | None:
+    """Why the chat could not open this copy (WAL mode, a damaged schema), or None; the same
+    check the chat makes, read-only and without its worker process."""
+    from .errors import InvalidDatabase
+    from .sql import ReadOnlyDatabase
+
+    try:
+        ReadOnlyDatabase(path).close()
+    except InvalidDatabase as e:
+        return e.message
+    return None
 
 
 def _check_metadata(

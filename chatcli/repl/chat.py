@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config, llm
-from ..errors import ChatcliError, ExitCode
+from ..errors import ChatcliError, ExitCode, InvalidDatabase, QueryError
 from ..render import (
     Terminal,
     print_error,
@@ -113,6 +113,7 @@ class Chat:
         self.session: Session | None = None
         self.db: Any = None  # sql.ReadOnlyDatabase of the open session, opened on demand
         self._db_key: Any = None  # which file (inode, mtime, size) or URL self.db has open
+        self._db_unusable: Any = None  # the attached source last said to be unusable
         self._created: str | None = None  # made by this run: forgotten if left without a message
         self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
         self._facts: dict[tuple[str | None, str], llm.ServerFacts] = {}
@@ -211,11 +212,33 @@ class Chat:
             else:
                 from ..sql import ReadOnlyDatabase
 
-                self.db = ReadOnlyDatabase(
-                    self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
-                )
+                try:
+                    self.db = ReadOnlyDatabase(
+                        self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
+                    )
+                except InvalidDatabase as e:  # damaged, or put in WAL mode by another program
+                    raise InvalidDatabase(
+                        f"the attached database copy cannot be used: {e}; attach the original "
+                        "again with /attach PATH, or remove the copy with /detach"
+                    ) from None
             self._db_key = key
         return self.db
+
+    def _database_for_turn(self) -> Any:
+        """database() for a turn with the model: a copy that cannot be used must not block plain
+        chat. The turn goes on without it; one line (once per file) says what is wrong."""
+        try:
+            db = self.database()
+            if db is not None:
+                db.schema_summary()  # kept: the turn's system prompt reads it again
+            return db
+        except (InvalidDatabase, QueryError) as e:
+            self._close_db()
+            key = self._db_source()
+            if key != self._db_unusable:
+                self._db_unusable = key
+                print_note(self.err, f"warning: {e}; chatting without it")
+            return None
 
     def _open_postgres(self, url: str) -> Any:
         from ..sql.attach import open_postgres
@@ -369,7 +392,7 @@ class Chat:
         """Stream the model's answer to ``history`` and save what it sends as it ends.
         ``retry_of``: the answer replaces the reply saved from that file index on (/retry)."""
         assert self.session is not None
-        db = self.database()
+        db = self._database_for_turn()
         view = self.reply_view()
 
         def execute(name: str, args: dict[str, Any]) -> str:

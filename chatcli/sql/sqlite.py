@@ -59,7 +59,9 @@ class ReadOnlyDatabase:
         if header[:16] == SQLITE_HEADER and len(header) >= 20 and 2 in header[18:20]:
             # Reading a WAL database needs -wal/-shm files, and the worker may write none.
             raise InvalidDatabase(
-                "is in WAL mode; query a copy made by copy_database instead", path=self.path
+                "is in WAL mode (another program changed it), which cannot be read without "
+                "writing files beside it",
+                path=self.path,
             )
         with no_new_sidecars(self.path):
             try:
