@@ -68,6 +68,8 @@ class _State:
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(config.storage_root(self.storage_flag))
+            # the store's notes (metadata ignored, a cache file moved aside): one line each
+            self._store.on_note = lambda text: _say(f"chatcli: note: {text}", err=True)
         return self._store
 
 
@@ -581,11 +583,11 @@ def import_(
     title: Annotated[str | None, typer.Option("--title", "-t", help="Session title.")] = None,
 ) -> None:
     """Make a new session from a JSON conversation; a bad file creates nothing."""
-    from .transfer import import_bytes, import_file
+    from .transfer import import_bytes, import_file, read_stdin
 
     store = _state(ctx).store
     if str(path) == "-":
-        sid, count = import_bytes(store, sys.stdin.buffer.read(), title=title, source="stdin")
+        sid, count = import_bytes(store, read_stdin(sys.stdin.buffer), title=title, source="stdin")
     else:
         sid, count = import_file(store, path.expanduser(), title=title)
     _say(f"imported {count} messages as session {sid}")

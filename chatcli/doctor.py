@@ -23,9 +23,20 @@ from pathlib import Path
 
 from .errors import ChatcliError, StorageError
 from .sql import SQLITE_HEADER as _SQLITE_MAGIC
-from .store import INDEX_FILE, MEMORY_DIR, SEARCH_FILE, Store, parse_messages, search
-from .store.files import scandir
-from .store.layout import UUID_RE
+from .store import (
+    INDEX_FILE,
+    MEMORY_DIR,
+    SEARCH_FILE,
+    Store,
+    atomic_write,
+    cachedb,
+    listing,
+    parse_messages,
+    search,
+)
+from .store.files import NotRegularFile, read_regular, scandir
+from .store.layout import MEMORY_LIMIT, META_LIMIT, UUID_RE, clean_meta
+from .store.messages import dump_json
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 STALE_TEMP_SECONDS = 60.0  # younger temp files may belong to a save in progress
@@ -48,8 +59,19 @@ ADVICE = {
     "leftover temp file": "left by a save that was killed; the session file is intact. "
     "'chatcli doctor --fix' removes it.",
     "metadata without a session": "'chatcli doctor --fix' removes it.",
-    "damaged metadata": "'chatcli doctor --fix' removes it; the session then takes its title "
-    "from its first message.",
+    "not a file": "a FIFO, device or socket named like chatcli's file: chatcli never opens it "
+    "(a session file is listed as NOT A FILE and cannot be resumed). Move it away; metadata of "
+    "that kind 'chatcli doctor --fix' removes.",
+    "linked session file": "the session file is a symbolic link: chatcli lists, searches and "
+    "exports it but never writes through a link, so resume refuses it. Replace the link with a "
+    "copy of its target to continue the session.",
+    "saves fail": "chatcli cannot save here until this is put right: move the file away (chatcli "
+    "makes its folders and lock files again) or make the folder writable.",
+    "not chatcli's file": "a file chatcli did not make has the name of one of its caches; "
+    "chatcli never changes it: it moves it aside (to <name>.not-chatcli-<time>, as "
+    "'chatcli doctor --fix' does now) and builds its own.",
+    "damaged metadata": "'chatcli doctor --fix' removes it, or rebuilds it from the fields that "
+    "are fine; the session then takes its title from its first message.",
     "damaged index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and "
     "meta/).",
     "stale index": "'chatcli doctor --fix' rebuilds it (it is only a cache of memory/ and meta/).",
@@ -119,6 +141,7 @@ def check(store: Store, *, fix: bool = False, now: float | None = None) -> Repor
         raise StorageError(f"cannot read storage folder: {e.strerror}", path=store.root) from e
     if mode & 0o077:
         report.add(WARNING, "storage open to others", store.root, f"mode {mode & 0o777:o}")
+    _check_saving(store, report)
     sessions = _check_memory(store, report, fix=fix, now=now)
     trashed = _trashed(store, report)
     _check_databases(store, report, sessions, trashed, fix=fix, now=now)
@@ -181,8 +204,36 @@ def _removable_meta(store: Store, sid: str, path: Path) -> bool:
     """Is this metadata file (still) one ``fix`` removes: its session gone everywhere, or the
     file unparsable?"""
     if _exists(store.memory_path(sid)):
-        return _meta_problem(path) is not None
+        try:
+            return _meta_problem(path) is not None
+        except NotRegularFile:
+            return True  # a FIFO or a device: never chatcli's metadata
     return not _exists(store.trash_dir / sid)
+
+
+# ---------------------------------------------------------------------------------------------
+# What saving needs
+
+
+def _check_saving(store: Store, report: Report) -> None:
+    """memory/, meta/, db/ and locks/ are folders chatcli can write in (or missing: made when
+    needed), and no lock file is a folder or a link; otherwise every save fails."""
+    for folder in (store.memory_dir, store.meta_dir, store.db_dir, store.lock_dir):
+        if not os.path.lexists(folder):
+            continue
+        if os.path.islink(folder) or not folder.is_dir():
+            what = "a symbolic link" if os.path.islink(folder) else "a file"
+            report.add(ERROR, "saves fail", folder, f"{folder.name} is {what}, not a folder")
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            report.add(ERROR, "saves fail", folder, f"{folder.name} is not writable")
+    if store.lock_dir.is_dir() and not os.path.islink(store.lock_dir):
+        for entry in _entries(report, store.lock_dir):
+            if not entry.name.endswith(".lock") or entry.is_file(follow_symlinks=False):
+                continue
+            sid = entry.name[: -len(".lock")]
+            problem = store.lock_problem(sid) if UUID_RE.fullmatch(sid) else None
+            if problem:
+                report.add(ERROR, "saves fail", problem[0], problem[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,9 +307,15 @@ def _check_memory(
         if sid is None:
             report.add(INFO, "not a session file (ignored)", path)
             continue
+        if entry.is_symlink():
+            report.add(WARNING, "linked session file", path, f"-> {os.readlink(path)}")
         try:
             st = entry.stat()
-            raw = path.read_bytes()
+            raw = read_regular(path, limit=MEMORY_LIMIT)
+        except NotRegularFile as e:
+            report.add(ERROR, "not a file", path, e.kind)
+            sessions[sid] = (0, 0, None)
+            continue
         except OSError as e:
             report.add(ERROR, "unreadable file", path, e.strerror or str(e))
             sessions[sid] = (0, 0, None)
@@ -286,8 +343,10 @@ def _check_databases(
             report.add(INFO, "not a database file (ignored)", path)
             continue
         try:
-            with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
+            head = read_regular(path, len(_SQLITE_MAGIC))  # a FIFO would block open() forever
+        except NotRegularFile as e:
+            report.add(ERROR, "not a file", path, e.kind)
+            continue
         except OSError as e:
             report.add(ERROR, "unreadable file", path, e.strerror or str(e))
             continue
@@ -330,12 +389,20 @@ def _check_metadata(
         if sid in sessions:
             try:
                 problem = _meta_problem(path)
+            except NotRegularFile as e:
+                problem = None
+                finding = report.add(WARNING, "not a file", path, e.kind)
             except OSError as e:
                 report.add(ERROR, "unreadable file", path, e.strerror or str(e))
                 continue
-            if problem is None:
+            else:
+                if problem is None:
+                    continue
+                finding = report.add(WARNING, "damaged metadata", path, problem)
+            if fix and (rebuilt := _rebuilt_meta(store, sid)) is not None:
+                action = partial(_rewrite_meta, store, sid, path, rebuilt)
+                _repair(report, finding, path, action)
                 continue
-            finding = report.add(WARNING, "damaged metadata", path, problem)
         elif sid in trashed:
             report.add(INFO, "metadata of a trashed session", path, "restored with it")
             continue
@@ -351,12 +418,33 @@ def _check_metadata(
 
 
 def _meta_problem(path: Path) -> str | None:
-    """Why a metadata file cannot be used, or None; raises OSError if it cannot be read."""
+    """Why a metadata file cannot be used as it is, or None; raises OSError if it cannot be
+    read (NotRegularFile for a FIFO or a device)."""
     try:
-        meta = json.loads(path.read_bytes())
+        meta = json.loads(read_regular(path, limit=META_LIMIT))
     except (ValueError, RecursionError) as e:
         return f"not valid JSON: {e}"
-    return None if isinstance(meta, dict) else "not a JSON object"
+    problems = clean_meta(meta)[1]
+    return "; ".join(problems) if problems else None
+
+
+def _rebuilt_meta(store: Store, sid: str) -> dict | None:
+    """The metadata file as ``fix`` rewrites it: the fields that are fine (non-text ones left
+    out, a title of megabytes shortened), or None if nothing is left (then it is removed)."""
+    meta, _ = store.checked_meta(sid)
+    return meta or None
+
+
+def _rewrite_meta(store: Store, sid: str, path: Path, meta: dict) -> None:
+    """Replace a metadata file with ``meta`` under the session's lock, if it still needs it.
+    Only metadata is written: the memory file is never touched."""
+    with store.lock(sid):
+        try:
+            if _meta_problem(path) is None:
+                raise _Changed
+        except NotRegularFile:
+            pass
+        atomic_write(path, dump_json(meta, indent=2) + b"\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,6 +457,8 @@ def _check_index(store: Store, report: Report, sessions: dict, *, fix: bool) -> 
     if not os.path.lexists(path):
         if not fix:
             report.add(INFO, "no listing index yet", path, "the next 'chatcli list' builds it")
+    elif why := _foreign(path, listing.TABLES):
+        finding = report.add(WARNING, "not chatcli's file", path, why)
     elif damage := _sqlite_damage(path, "SELECT id, messages, mem_mtime, mem_size FROM sessions"):
         finding = report.add(WARNING, "damaged index", path, damage)
     else:
@@ -387,9 +477,7 @@ def _check_index(store: Store, report: Report, sessions: dict, *, fix: bool) -> 
         return
 
     def rebuild() -> None:
-        for leftover in (path, *(Path(f"{path}{s}") for s in ("-journal", "-wal", "-shm"))):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        cachedb.remove(path, listing.TABLES, None)  # a file not chatcli's is moved aside
         if (store.root / MEMORY_DIR).is_dir():
             store.list_sessions()  # builds it afresh
 
@@ -400,18 +488,31 @@ def _check_search_index(store: Store, report: Report, *, fix: bool) -> None:
     path = store.root / SEARCH_FILE
     if not os.path.lexists(path):  # the first search builds it
         return
-    damage = _sqlite_damage(path, "SELECT id, mtime, size, count FROM files")
-    if damage is None:
+    if why := _foreign(path, search.TABLES):
+        finding = report.add(WARNING, "not chatcli's file", path, why)
+    elif damage := _sqlite_damage(path, "SELECT id, mtime, size, count FROM files"):
+        finding = report.add(WARNING, "damaged search index", path, damage)
+    else:
         return
-    finding = report.add(WARNING, "damaged search index", path, damage)
     if fix:
         _repair(report, finding, path, partial(search.rebuild, store))
+
+
+def _foreign(path: Path, tables: tuple[str, ...]) -> str | None:
+    """Why a cache file (or one of its journals) is not chatcli's, or None."""
+    if why := cachedb.foreign(path, tables):
+        return why
+    for suffix in cachedb.SIDECARS:
+        side = Path(f"{path}{suffix}")
+        if os.path.lexists(side) and (kind := cachedb.foreign(side, ())) == "is a symbolic link":
+            return f"its journal {side.name} {kind}"
+    return None
 
 
 def _sqlite_damage(path: Path, probe: str) -> str | None:
     """Why an index file cannot serve, or None. Opened read-only: its content never changes."""
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":

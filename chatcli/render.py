@@ -445,7 +445,7 @@ def print_sessions(
     table = [
         (
             short.get(r.id, r.id),
-            f"DAMAGED: {r.damaged}" if r.damaged else shorten(r.title, TITLE_CELLS),
+            _damage_mark(r.damaged) if r.damaged else shorten(r.title, TITLE_CELLS),
             "?" if r.damaged else str(r.messages),
             _relative(r.updated_ns / 1e9, now),
             r.model,
@@ -454,6 +454,11 @@ def print_sessions(
         for r in rows
     ]
     print_stdout_table(term, ["id", "title", "msgs", "updated", "model", "db"], table, note=note)
+
+
+def _damage_mark(damaged: str) -> str:
+    # the store's "NOT A FILE: a named pipe (FIFO)" says what it is; anything else is damage
+    return damaged if damaged.startswith("NOT A FILE") else f"DAMAGED: {damaged}"
 
 
 def _relative(ts: float, now: float) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from .errors import ChatcliError
-from .store import Store, validate_messages
+from .errors import ChatcliError, DamagedSession
+from .store import Store, parse_messages, validate_messages
+from .store.files import NotRegularFile, read_regular
+from .store.layout import MEMORY_LIMIT
 from .store.messages import parse_json
 
 FORMATS = ("md", "json")
@@ -29,13 +31,19 @@ def export_session(store: Store, sid: str, *, fmt: str = "md") -> bytes:
     """The session as a Markdown transcript, or (``json``) its messages in the memory format."""
     if fmt == "json":
         # The file's own bytes, once they are known to parse: exact, whoever wrote them.
-        if not store.load_messages(sid):
-            return b"[]\n"
-        return store.memory_path(sid).read_bytes()
+        raw = store.read_memory(sid)
+        try:
+            if not parse_messages(raw):
+                return b"[]\n"
+        except ValueError as e:
+            raise DamagedSession(
+                f"session file is damaged, left untouched: {e}", path=store.memory_path(sid)
+            ) from e
+        return raw
     if fmt == "md":
         from .transcript import to_markdown
 
-        session = store.open(sid)
+        session = store.open(sid, read_only=True)  # a linked memory file exports too
         return to_markdown(session.title, session.messages).encode("utf-8")
     raise ChatcliError(f"unknown export format {fmt!r} (expected {' or '.join(FORMATS)})")
 
@@ -46,10 +54,23 @@ def import_file(store: Store, path: Path, *, title: str | None = None) -> tuple[
     The whole file is checked first: a bad one raises ChatcliError and creates nothing.
     """
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, limit=MEMORY_LIMIT)  # a FIFO or /dev/zero: refused at once
+    except NotRegularFile as e:
+        raise ChatcliError(
+            f"cannot read {path}: {e.strerror} (to import from a pipe, give '-' and use stdin)",
+            path=path,
+        ) from e
     except OSError as e:
         raise ChatcliError(f"cannot read {path}: {e.strerror}", path=path) from e
     return import_bytes(store, raw, title=title, source=path)
+
+
+def read_stdin(stream: BinaryIO) -> bytes:
+    """What ``import -`` reads: all of stdin, up to the memory-file limit (/dev/zero ends)."""
+    raw = stream.read(MEMORY_LIMIT + 1)
+    if len(raw) > MEMORY_LIMIT:
+        raise ChatcliError(f"cannot import: stdin holds over {MEMORY_LIMIT >> 20} MiB")
+    return raw
 
 
 def import_bytes(

@@ -152,9 +152,9 @@ def test_a_database_copy_that_is_not_sqlite_is_an_error(root: Path) -> None:
 def test_a_damaged_index_is_rebuilt_by_fix(root: Path) -> None:
     store = _healthy(root)
     index = root / "index.sqlite"
-    index.write_bytes(b"garbage" * 500)
+    damaged = _damaged_copy(index)
     assert _problems(root) == {"damaged index": WARNING}
-    assert index.read_bytes() == b"garbage" * 500  # checking alone changes nothing
+    assert index.read_bytes() == damaged  # checking alone changes nothing
     result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output
     assert "fixed" in result.output
@@ -314,20 +314,31 @@ def test_fix_on_a_read_only_storage_reports_what_it_could_not_fix(
     assert stale.exists()
 
 
-def test_an_index_that_is_a_folder_is_reported_not_raised(root: Path) -> None:
+def _damaged_copy(path: Path) -> bytes:
+    """Overwrite a cache chatcli made with junk after its 100-byte header (still its own file,
+    but unreadable); returns the bytes written."""
+    data = path.read_bytes()[:100] + b"garbage" * 500
+    path.write_bytes(data)
+    return data
+
+
+def test_an_index_that_is_a_folder_is_reported_and_moved_aside_by_fix(root: Path) -> None:
     _healthy(root)
     (root / "index.sqlite").unlink()
     (root / "index.sqlite").mkdir()
+    (root / "index.sqlite" / "kept").write_text("x")
+    assert _problems(root) == {"not chatcli's file": WARNING}
     result = invoke(root, "doctor", "--fix")
-    assert result.exit_code == 1
+    assert result.exit_code == 0, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert "damaged index" in result.output and "could not fix" in result.output
-    assert "Is a directory" in result.output
+    [aside] = root.glob("index.sqlite.not-chatcli-*")
+    assert (aside / "kept").read_text() == "x" and (root / "index.sqlite").is_file()
 
 
 def test_a_damaged_search_index_is_a_warning_and_rebuilt_by_fix(root: Path) -> None:
     store = _healthy(root)
-    (root / "search.sqlite").write_bytes(b"not a database" * 100)
+    search.search(store, "q1")  # builds search.sqlite
+    _damaged_copy(root / "search.sqlite")
     assert _problems(root) == {"damaged search index": WARNING}
     result = invoke(root, "doctor", "--fix")
     assert result.exit_code == 0, result.output

@@ -24,10 +24,22 @@ class NotRegularFile(OSError):
         self.kind = kind
 
 
+class FileTooBig(OSError):
+    """:func:`read_regular` met a file over its ``limit``: /dev/zero behind a link, a runaway
+    log named like a session file; reading it whole would take all the memory there is."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        super().__init__(errno.EFBIG, f"is over chatcli's limit of {limit >> 20} MiB", str(path))
+
+
 def ensure_dir(path: Path) -> None:
     """Create ``path`` (and its parents) as 0700 folders if missing; StorageError if it cannot."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError as e:  # a file (or a link to one) has the folder's name
+        raise StorageError(
+            f"cannot create folder: {path.name} is a file, not a folder (move it away)", path=path
+        ) from e
     except OSError as e:
         raise StorageError(f"cannot create folder: {e.strerror}", path=path) from e
 
@@ -77,24 +89,54 @@ def create_private_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
-def read_regular(path: Path, size: int = -1) -> bytes:
+def read_regular(path: Path, size: int = -1, *, limit: int | None = None) -> bytes:
     """The bytes of ``path`` (the first ``size`` of them, or all), if it is a regular file.
 
     open() on a FIFO blocks until some other program writes to it (forever), and a device or
-    socket holds no file either: those raise :class:`NotRegularFile`; other failures OSError.
+    socket holds no file either: those raise :class:`NotRegularFile`. A file longer than
+    ``limit`` bytes raises :class:`FileTooBig` (at most ``limit`` + 1 bytes are ever read, should
+    it grow meanwhile). Other failures raise OSError. Links are followed: what they name counts.
     """
     _require_regular(os.stat(path).st_mode, path)
     # O_NONBLOCK: should the path have become a FIFO since the stat, opening it still returns at
     # once, and the fstat below refuses it.
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
-        _require_regular(os.fstat(fd).st_mode, path)
+        st = os.fstat(fd)
+        _require_regular(st.st_mode, path)
+        if limit is not None and st.st_size > limit:
+            raise FileTooBig(path, limit)
         if size >= 0:
             return os.read(fd, size)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
+            if limit is None:
+                return f.read()
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise FileTooBig(path, limit)
+        return data
     finally:
         os.close(fd)
+
+
+def not_regular(path: Path, *, follow: bool = True) -> str | None:
+    """Why ``path`` is no regular file ("a named pipe (FIFO)", "a symbolic link", ...), or None
+    if it is one or is missing. ``follow=False`` looks at a link itself. Never opens ``path``."""
+    try:
+        mode = os.stat(path).st_mode if follow else os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if follow and e.errno == errno.ELOOP:
+            return "a symbolic link that loops"
+        raise
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    try:
+        _require_regular(mode, path)
+    except NotRegularFile as e:
+        return e.kind
+    return None
 
 
 def _require_regular(mode: int, path: Path) -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import AmbiguousSession, SessionNotFound, StorageError
-from .files import ensure_dir, scandir
+from .files import ensure_dir, not_regular, read_regular, scandir
 
 MEMORY_DIR, DB_DIR, META_DIR, LOCK_DIR, TRASH_DIR = "memory", "db", "meta", "locks", "trash"
 INDEX_FILE = "index.sqlite"
@@ -29,6 +30,14 @@ SEARCH_FILE = "search.sqlite"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MEMORY_NAME_RE = re.compile(UUID_RE.pattern + r"\.json")
 _PREFIX_RE = re.compile(r"[0-9a-f-]{1,36}")
+
+# Bounds on what is read: a file named like a session's may be anything (a link to /dev/zero,
+# a runaway log), and another tool may have written a title of megabytes.
+MEMORY_LIMIT = 512 << 20  # bytes of a memory file (or an imported conversation)
+META_LIMIT = 16 << 20  # bytes of a metadata file
+TITLE_LIMIT = 1000  # characters of a title kept when read; longer ones are shortened
+MODEL_LIMIT = 1000  # characters of a model name; a longer one is no model name: ignored
+META_TEXT = ("title", "model", "system", "created", "db_url")  # chatcli's fields: strings only
 
 
 def checked_id(sid: str) -> str:
@@ -49,6 +58,17 @@ class Layout:
         self.meta_dir = self.root / META_DIR
         self.lock_dir = self.root / LOCK_DIR
         self.trash_dir = self.root / TRASH_DIR
+        # Where notes go (a bad metadata field ignored, a cache file moved aside): one line each,
+        # once per process. The CLI sets it; without it they are dropped (shell completion).
+        self.on_note: Callable[[str], None] | None = None
+        self._noted: set[str] = set()
+
+    def note(self, text: str) -> None:
+        """Tell the user ``text`` once (through :attr:`on_note`)."""
+        if text not in self._noted:
+            self._noted.add(text)
+            if self.on_note is not None:
+                self.on_note(text)
 
     def memory_path(self, sid: str) -> Path:
         return self.memory_dir / f"{checked_id(sid)}.json"
@@ -98,12 +118,45 @@ class Layout:
         return key if key in matches else matches[0]
 
     def read_meta(self, sid: str) -> dict[str, Any]:
-        """chatcli's own metadata; sessions written by other tools simply have none."""
+        """chatcli's own metadata; sessions written by other tools simply have none. Fields
+        that are not what chatcli writes are left out, a title of megabytes shortened."""
+        return self.checked_meta(sid)[0]
+
+    def checked_meta(self, sid: str) -> tuple[dict[str, Any], list[str]]:
+        """The usable metadata and what is wrong with the file (each problem a phrase)."""
+        path = self.meta_path(sid)
         try:
-            meta = json.loads(self.meta_path(sid).read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return meta if isinstance(meta, dict) else {}
+            raw = read_regular(path, limit=META_LIMIT)
+        except FileNotFoundError:
+            return {}, []
+        except OSError as e:
+            return {}, [e.strerror or str(e)]
+        try:
+            meta = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            return {}, [f"not valid JSON: {e}"]
+        return clean_meta(meta)
+
+    def meta_notes(self, sid: str) -> dict[str, Any]:
+        """:meth:`read_meta`, with a note for each problem of the file (opening a session)."""
+        meta, problems = self.checked_meta(sid)
+        for problem in problems:
+            self.note(
+                f"metadata of {sid[:8]}: {problem}; ignored ('chatcli doctor --fix' rebuilds it)"
+            )
+        return meta
+
+    def lock_problem(self, sid: str | None = None) -> tuple[Path, str] | None:
+        """Why saving cannot lock (the session ``sid``, or any): (the path, what it is), or None.
+        filelock opens its file with O_TRUNC, so a link there would empty what it points to."""
+        what = _kind(self.lock_dir)
+        if what not in (None, "a folder"):
+            return self.lock_dir, f"locks/ is {what}, not a folder (move it away)"
+        if sid is not None and what is not None:
+            path = self.lock_dir / f"{checked_id(sid)}.lock"
+            if (what := _kind(path)) not in (None, "a file"):
+                return path, f"the lock file is {what}, not a file (move it away)"
+        return None
 
     def has_db(self, sid: str) -> bool:
         """Is a database attached? A zero-byte .db (older tools make one) means no."""
@@ -111,3 +164,35 @@ class Layout:
             return self.db_path(sid).stat().st_size > 0
         except OSError:
             return False
+
+
+def clean_meta(meta: Any) -> tuple[dict[str, Any], list[str]]:
+    """Parsed metadata without the fields chatcli cannot use, and what was wrong with each."""
+    if not isinstance(meta, dict):
+        return {}, ["not a JSON object"]
+    clean, problems = dict(meta), []
+    for key in META_TEXT:
+        value = meta.get(key)
+        if value is None:
+            clean.pop(key, None)
+        elif not isinstance(value, str):
+            clean.pop(key)
+            problems.append(f"{key!r} is not text ({type(value).__name__})")
+    title = clean.get("title")
+    if title is not None and len(title) > TITLE_LIMIT:
+        clean["title"] = title[: TITLE_LIMIT - 1] + "…"
+        problems.append(f"the title is {len(title):,} characters long (shortened)")
+    model = clean.get("model")
+    if model is not None and len(model) > MODEL_LIMIT:
+        clean.pop("model")
+        problems.append(f"'model' is {len(model):,} characters long, no model name")
+    return clean, problems
+
+
+def _kind(path: Path) -> str | None:
+    """What ``path`` itself is ("a file", "a folder", "a symbolic link", ...); None if missing."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        return "a folder"
+    if not os.path.lexists(path):
+        return None
+    return not_regular(path, follow=False) or "a file"

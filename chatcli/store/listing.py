@@ -12,11 +12,13 @@ from typing import Any, NamedTuple
 
 from ..errors import StorageError
 from . import cachedb
-from .files import scan_stats, scandir
-from .layout import INDEX_FILE, UUID_RE, Layout
+from .files import NotRegularFile, read_regular, scan_stats, scandir
+from .layout import INDEX_FILE, MEMORY_LIMIT, UUID_RE, Layout
 from .messages import displayable, first_human_title, last_model, parse_messages
 from .usage import totals
 
+NOT_A_FILE = "NOT A FILE"  # how `damaged` starts for a memory file that is a FIFO or a device
+TABLES = ("sessions", "state")  # every table any version of index.sqlite had
 _RESTAT_LIMIT = 200  # listings up to this many rows stat each row's file
 
 
@@ -65,7 +67,9 @@ def build_info(layout: Layout, sid: str, stat: os.stat_result | None = None) -> 
     meta = layout.read_meta(sid)
     damaged = None
     try:
-        messages = parse_messages(path.read_bytes())
+        messages = parse_messages(read_regular(path, limit=MEMORY_LIMIT))
+    except NotRegularFile as e:  # a FIFO or a device: never opened, marked for what it is
+        messages, damaged = [], f"{NOT_A_FILE}: {e.kind}"
     except (OSError, ValueError) as e:
         messages, damaged = [], str(e)
     tokens = totals(messages)
@@ -109,7 +113,12 @@ class Listing:
             ) from e
         try:
             conn = cachedb.connect(
-                self.path, version=self.VERSION, create_schema=_create_schema, timeout=10
+                self.path,
+                version=self.VERSION,
+                create_schema=_create_schema,
+                timeout=10,
+                tables=TABLES,
+                note=self.layout.note,
             )
             try:
                 self._refresh(conn)
@@ -120,7 +129,7 @@ class Listing:
         except (sqlite3.DatabaseError, OSError):
             # Damaged or unwritable index: it is only a cache, so rebuild it, or work without it.
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                cachedb.remove(self.path, TABLES, self.layout.note)  # only ever a file of ours
             conn = cachedb.in_memory(_create_schema)
             self._refresh(conn)
             return conn

@@ -31,8 +31,8 @@ from typing import Any, NamedTuple, Protocol
 
 from ..errors import ChatcliError, StorageError
 from . import cachedb
-from .files import scan_stats
-from .layout import MEMORY_NAME_RE, SEARCH_FILE
+from .files import read_regular, scan_stats
+from .layout import MEMORY_LIMIT, MEMORY_NAME_RE, SEARCH_FILE
 from .listing import SessionInfo, iso_from_ns
 from .messages import message_text, parse_messages
 
@@ -44,6 +44,11 @@ _NOTIFY_AT = 200  # tell the user when a catch-up has this many sessions to (re)
 _POS_BITS = 32  # rowid = session number << _POS_BITS | position of the message in the session
 _TOP = (1 << 63) - 1  # above every rowid
 
+# every table any version of search.sqlite had, FTS5's own included
+_FTS5_SHADOWS = ("data", "idx", "content", "docsize", "config")
+TABLES = ("files", "state", "fts", "msg") + tuple(
+    f"{t}_{part}" for t in ("fts", "msg") for part in _FTS5_SHADOWS
+)
 _STRIP_MARKERS = str.maketrans({HIT_START: " ", HIT_END: " "})
 _WORD_RE = re.compile(r"\w", re.UNICODE)
 
@@ -147,6 +152,8 @@ def index_appended(
     path = store.root / SEARCH_FILE
     if not path.exists():  # nobody has searched yet: the first search builds it all
         return False
+    if cachedb.foreign(path, TABLES) is not None:  # not ours: the next search sets it aside
+        return False
     conn = sqlite3.connect(path, timeout=_SAVE_TIMEOUT, isolation_level=None)
     try:
         if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
@@ -224,6 +231,8 @@ def _connect(store: Indexed) -> sqlite3.Connection:
                 # harmless, since the stats recorded with it are lost too and the file is re-read.
                 pragmas=("journal_mode = WAL", "synchronous = NORMAL"),
                 probe="SELECT count(*) FROM files",
+                tables=TABLES,
+                note=getattr(store, "note", None),
             )
         except (sqlite3.DatabaseError, OSError):
             # Damaged or unwritable: it is only a cache, so start it again, or work in memory.
@@ -255,15 +264,12 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 def _remove(store: Indexed) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            (store.root / (SEARCH_FILE + suffix)).unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise StorageError(
-                f"cannot remove the search index: {e.strerror}", path=store.root / SEARCH_FILE
-            ) from e
+    try:
+        cachedb.remove(store.root / SEARCH_FILE, TABLES, getattr(store, "note", None))
+    except OSError as e:
+        raise StorageError(
+            f"cannot remove the search index: {e.strerror}", path=store.root / SEARCH_FILE
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,8 +352,8 @@ def _sync(conn: sqlite3.Connection, store: Indexed, notify: Callable[[int], None
 
 def _read_messages(store: Indexed, sid: str) -> list[dict[str, Any]]:
     try:
-        return parse_messages(store.memory_path(sid).read_bytes())
-    except (OSError, ValueError):  # damaged or vanished: nothing to find in it until it changes
+        return parse_messages(read_regular(store.memory_path(sid), limit=MEMORY_LIMIT))
+    except (OSError, ValueError):  # damaged, vanished, a FIFO: nothing to find in it for now
         return []
 
 

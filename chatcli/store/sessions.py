@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DamagedSession, SessionNotFound, StorageError
-from .files import atomic_write, ensure_dir, fsync_dir
-from .layout import DB_DIR, MEMORY_DIR, META_DIR, Layout, checked_id
+from .files import (
+    atomic_write,
+    ensure_dir,
+    fsync_dir,
+    not_regular,
+    read_regular,
+)
+from .layout import DB_DIR, MEMORY_DIR, MEMORY_LIMIT, META_DIR, Layout, checked_id
 from .listing import Listing, SessionInfo
 from .messages import appended_bytes, dump_json, first_human_title, parse_messages
 from .usage import safe_cut
@@ -68,18 +74,40 @@ class Store(Layout):
             atomic_write(self.memory_path(sid), b"[]\n")
         return sid
 
-    def open(self, sid: str) -> Session:
-        """Load a session's history (lazily: only when a session is opened)."""
-        return Session(sid, self.read_meta(sid), self.load_messages(sid))
+    def open(self, sid: str, *, read_only: bool = False) -> Session:
+        """Load a session's history (lazily: only when a session is opened), noting what is
+        wrong with its metadata. Unless ``read_only``, refuses a session that cannot be saved
+        into (its memory file a symbolic link) now rather than at the first turn."""
+        if not read_only:
+            self.refuse_link(sid)
+        messages = self.load_messages(sid)
+        return Session(sid, self.meta_notes(sid), messages)
 
-    def load_messages(self, sid: str) -> list[dict[str, Any]]:
+    def refuse_link(self, sid: str) -> None:
+        """StorageError if the memory file is a symbolic link: a save replaces the file, which
+        would cut the link, and writing through it would write outside the storage folder."""
+        path = self.memory_path(sid)
+        if not_regular(path, follow=False) == "a symbolic link":
+            raise StorageError(
+                "session file is a symbolic link, and chatcli never writes through one; it can"
+                " be listed, searched and exported (replace the link with a copy of its target"
+                " to continue the session)",
+                path=path,
+            )
+
+    def read_memory(self, sid: str) -> bytes:
+        """A memory file's bytes, as they are (only a regular file, at most MEMORY_LIMIT)."""
         path = self.memory_path(sid)
         try:
-            raw = path.read_bytes()
+            return _read_memory(path)
         except FileNotFoundError as e:
             raise SessionNotFound(f"no session {sid}", path=path) from e
         except OSError as e:
-            raise StorageError(f"cannot read session: {e.strerror}", path=path) from e
+            raise StorageError(f"cannot read session: {_why(e)}", path=path) from e
+
+    def load_messages(self, sid: str) -> list[dict[str, Any]]:
+        path = self.memory_path(sid)
+        raw = self.read_memory(sid)
         try:
             return parse_messages(raw)
         except ValueError as e:
@@ -95,8 +123,9 @@ class Store(Layout):
             return self.load_messages(sid)
         path = self.memory_path(sid)
         with self.lock(sid):
+            self.refuse_link(sid)
             try:
-                raw = path.read_bytes()
+                raw = _read_memory(path)
             except FileNotFoundError as e:
                 # Moved to the trash (or away) while open: starting a new file would split the
                 # session in two and block its restore.
@@ -106,7 +135,7 @@ class Store(Layout):
                     path=path,
                 ) from e
             except OSError as e:
-                raise StorageError(f"cannot read session: {e.strerror}", path=path) from e
+                raise StorageError(f"cannot read session: {_why(e)}", path=path) from e
             try:
                 current = parse_messages(raw)
                 data = appended_bytes(raw, new)
@@ -123,7 +152,7 @@ class Store(Layout):
         where no tool call is split from its results, titled "<title> (fork)", with the same
         model and system prompt; returns its id and how many messages it holds. ``sid``'s files
         are only read (its database, if any, is the caller's to copy)."""
-        session = self.open(sid)
+        session = self.open(sid, read_only=True)
         at = safe_cut(session.messages, len(session.messages) if count is None else count)
         meta = session.meta
         new = self.create(
@@ -141,7 +170,9 @@ class Store(Layout):
         """Remove a session that holds no message and no database (one just made and not used)."""
         with self.lock(sid):
             try:
-                if parse_messages(self.memory_path(sid).read_bytes()) or self.has_db(sid):
+                if not_regular(self.memory_path(sid), follow=False):
+                    return False  # not the file create() made
+                if parse_messages(_read_memory(self.memory_path(sid))) or self.has_db(sid):
                     return False
             except (OSError, ValueError):
                 return False
@@ -225,6 +256,8 @@ class Store(Layout):
         """Hold the session's cross-process lock (released by the OS if the process dies)."""
         from filelock import FileLock, Timeout
 
+        if problem := self.lock_problem(sid):  # one clear line, and no link ever followed
+            raise StorageError(f"cannot lock session: {problem[1]}", path=problem[0])
         ensure_dir(self.lock_dir)
         lock = FileLock(self.lock_dir / f"{checked_id(sid)}.lock", timeout=LOCK_TIMEOUT, mode=0o600)
         try:
@@ -319,6 +352,16 @@ def _index_for_search(store: Store, sid: str, **appended: Any) -> None:
         import logging
 
         logging.getLogger("chatcli").debug("search index not updated for %s", sid, exc_info=True)
+
+
+def _read_memory(path: Path) -> bytes:
+    """A memory file's bytes: only a regular file, and at most MEMORY_LIMIT of them."""
+    return read_regular(path, limit=MEMORY_LIMIT)
+
+
+def _why(e: OSError) -> str:
+    """What is wrong, for "cannot read session: ...": a FIFO or an oversized file says so."""
+    return e.strerror or str(e)
 
 
 def _dump_meta(meta: dict[str, Any]) -> bytes:
