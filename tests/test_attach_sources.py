@@ -251,3 +251,46 @@ def test_two_sqlite_files_and_a_url_among_files_are_refused(
         assert result.returncode != 0
         assert_clean_error(result.stderr)
         assert not (root / "memory").exists() or not os.listdir(root / "memory")
+
+
+def test_on_a_terminal_a_long_import_shows_a_progress_bar(
+    root: Path, tmp_path: Path, env: dict[str, str], chatcli
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    _session(chatcli)
+    sid = only_session(root)
+    big = _big_csv(tmp_path / "big.csv", 1_500_000)  # ~2-4 s here: past the 1 s delay
+    child = pexpect.spawn(
+        CHATCLI, ["attach-db", sid, str(big)], env=env, dimensions=(24, 120), encoding="utf-8",
+        timeout=120,
+    )  # fmt: skip
+    child.expect("importing big.csv")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "attached" in child.before and "1,500,000 rows" in child.before
+
+
+@pytest.mark.parametrize("answer", ["n", "y"])
+def test_on_a_terminal_a_clash_is_asked_about(
+    root: Path, env: dict[str, str], chatcli, files: dict[str, Path], answer: str
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    _session(chatcli)
+    sid = only_session(root)
+    assert chatcli("attach-db", sid, str(files["sales"])).returncode == 0
+    before = tree_digest(root)
+    files["sales"].write_text("region,amount\neast,1\n")
+    child = pexpect.spawn(
+        CHATCLI, ["attach-db", sid, str(files["sales"])], env=env, encoding="utf-8", timeout=30
+    )
+    child.expect("already has a table sales. Replace")
+    child.sendline(answer)
+    child.expect(pexpect.EOF)
+    child.close()
+    if answer == "n":
+        assert child.exitstatus != 0
+        assert tree_digest(root) == before
+    else:
+        assert child.exitstatus == 0, child.before
+        assert _tables(root / "db" / f"{sid}.db")["sales"] == [("east", 1)]
