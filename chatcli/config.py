@@ -189,9 +189,14 @@ class Settings:
         return list(self._values.items())
 
 
+_CONFIG_LIMIT = 1 << 20  # bytes: a settings file is a few hundred
+
+
 def _read_config(path: Path) -> dict[str, Any]:
+    from .store.files import read_regular
+
     try:
-        data = path.read_bytes()
+        data = read_regular(path, limit=_CONFIG_LIMIT)  # a FIFO or /dev/zero: refused at once
     except FileNotFoundError:
         return {}
     except OSError as e:

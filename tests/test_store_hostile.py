@@ -383,3 +383,144 @@ def test_doctor_reports_a_session_folder_that_is_not_a_folder(
     result = bounded(env, "doctor")
     assert result.returncode == 1, result.stdout
     assert "saves fail" in result.stdout and f"{folder} " in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata another tool wrote: fields that are not text, titles of megabytes
+
+_BAD_META = [{"title": 5}, {"model": 5}, {"system": {}}, {"title": ["a"], "model": None}]
+
+
+@pytest.mark.parametrize("meta", _BAD_META, ids=lambda m: next(iter(m)))
+def test_resume_ignores_a_metadata_field_that_is_not_text_with_one_note(
+    store: Store, env: dict[str, str], meta: dict
+) -> None:
+    [sid] = store.ids()
+    store.meta_path(sid).write_text(json.dumps(meta))
+    before = store.meta_path(sid).read_bytes()
+    result = bounded(env, "resume", sid, input="first\nsecond\n")
+    assert result.returncode == 0, result.stderr
+    assert "echo: first" in result.stdout and "echo: second" in result.stdout
+    notes = [line for line in result.stderr.splitlines() if "metadata" in line]
+    assert len(notes) == 1 and "is not text" in notes[0], result.stderr
+    assert [m["data"]["content"] for m in read_memory(store.root, sid)][1:] == [
+        "first",
+        "echo: first",
+        "second",
+        "echo: second",
+    ]
+    assert store.meta_path(sid).read_bytes() == before  # ignored, not rewritten
+
+
+@pytest.mark.parametrize("meta", _BAD_META, ids=lambda m: next(iter(m)))
+def test_doctor_reports_a_field_that_is_not_text_and_fix_rebuilds_the_file(
+    store: Store, env: dict[str, str], meta: dict
+) -> None:
+    [sid] = store.ids()
+    store.meta_path(sid).write_text(json.dumps({**meta, "created": "2026-01-01T00:00:00"}))
+    memory = digest(store.memory_path(sid))
+    result = bounded(env, "doctor")
+    assert result.returncode == 1 and "damaged metadata" in result.stdout
+    assert "is not text" in result.stdout
+    result = bounded(env, "doctor", "--fix")
+    assert result.returncode == 0, result.stdout
+    rebuilt = json.loads(store.meta_path(sid).read_text())
+    assert rebuilt["created"] == "2026-01-01T00:00:00"
+    assert all(isinstance(rebuilt.get(k, ""), str) for k in ("title", "model", "system"))
+    assert digest(store.memory_path(sid)) == memory
+    assert bounded(env, "doctor").returncode == 0
+
+
+def test_resume_in_a_terminal_with_non_text_metadata_chats_normally(
+    store: Store, env: dict[str, str]
+) -> None:
+    from test_repl_pty import FIRST_REPLY_TIMEOUT, Term
+
+    [sid] = store.ids()
+    store.meta_path(sid).write_text('{"title": 5, "model": 5, "system": {}}')
+    term = Term(env, "resume", sid)
+    try:
+        term.prompt()
+        term.send_line("are you there")
+        term.expect("echo: are you there", FIRST_REPLY_TIMEOUT)
+        term.prompt()
+        term.child.sendeof()
+        assert term.exit_status() == 0
+    finally:
+        term.child.close(force=True)
+    assert "Traceback" not in term.output() and "unexpected" not in term.output()
+    assert term.output().count("is not text") == 3  # one note per bad field, once
+    contents = [m["data"]["content"] for m in read_memory(store.root, sid)]
+    assert contents == ["hello world", "are you there", "echo: are you there"]
+
+
+def test_titles_of_megabytes_are_shortened_when_read(root: Path, env: dict[str, str]) -> None:
+    (root / "memory").mkdir(parents=True)
+    (root / "meta").mkdir()
+    big = root / "big-title.json"
+    big.write_text(json.dumps({"title": "x" * (2 << 20), "model": "m"}))
+    for i in range(1000):
+        sid = f"00000000-0000-4000-8000-{i:012d}"
+        (root / "memory" / f"{sid}.json").write_text("[]")
+        os.link(big, root / "meta" / f"{sid}.json")  # 1,000 titles, 2 MB of disk
+    result = bounded(env, "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 1000 and all(len(r["title"]) <= 1000 for r in rows)
+    conn = sqlite3.connect(root / "index.sqlite")
+    assert conn.execute("SELECT max(length(title)) FROM sessions").fetchone()[0] <= 1000
+    conn.close()
+    assert (root / "index.sqlite").stat().st_size < 10 << 20  # not the 2 GB it used to grow to
+
+
+# ---------------------------------------------------------------------------------------------
+# the REPL, the config file and the input history
+
+
+def test_switch_to_a_fifo_session_refuses_in_one_line_and_the_repl_goes_on(
+    store: Store, env: dict[str, str]
+) -> None:
+    from test_repl_pty import FIRST_REPLY_TIMEOUT, Term
+
+    plant(store.root, "memory", "fifo")
+    [sid] = [s for s in store.ids() if s != ALIEN]
+    term = Term(env, "resume", sid)
+    try:
+        term.prompt()
+        term.send_line(f"/switch {ALIEN[:8]}")
+        term.expect("not a regular file")
+        term.prompt()
+        term.send_line("still here")
+        term.expect("echo: still here", FIRST_REPLY_TIMEOUT)
+        term.prompt()
+        term.child.sendeof()
+        assert term.exit_status() == 0
+    finally:
+        term.child.close(force=True)
+
+
+def test_a_config_file_that_is_a_fifo_is_one_clear_error(store: Store, env: dict[str, str]) -> None:
+    os.mkfifo(env["CHATCLI_CONFIG"])
+    result = bounded(env, "resume", store.ids()[0], input="hi\n")
+    assert result.returncode != 0
+    assert_clean_error(result.stderr)
+    assert "config file" in result.stderr and "not a regular file" in result.stderr
+
+
+def test_an_input_history_that_is_a_fifo_never_hangs_the_repl(
+    store: Store, env: dict[str, str]
+) -> None:
+    from test_repl_pty import FIRST_REPLY_TIMEOUT, Term
+
+    os.mkfifo(store.root / "input_history")
+    term = Term(env, "resume", store.ids()[0])
+    try:
+        term.expect("input history kept for this run only")
+        term.prompt()
+        term.send_line("typed")
+        term.expect("echo: typed", FIRST_REPLY_TIMEOUT)
+        term.prompt()
+        term.child.sendeof()
+        assert term.exit_status() == 0
+    finally:
+        term.child.close(force=True)

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..render import sanitize, shorten
+from ..render import print_note, sanitize, shorten
 from .commands import COMMANDS
 
 if TYPE_CHECKING:
@@ -20,14 +20,21 @@ TOOLBAR_TITLE_CELLS = 40
 def build_prompt(chat: Chat) -> Any:
     """The PromptSession: history file, slash-command and id completion, toolbar, key bindings."""
     from prompt_toolkit import PromptSession
-    from prompt_toolkit.history import FileHistory
+    from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+    from ..store.files import not_regular
 
     chat.store.ensure()
+    path = chat.store.root / "input_history"
+    history: History = FileHistory(str(path))
+    if (kind := not_regular(path, follow=False)) is not None:  # a FIFO would hang the REPL
+        print_note(chat.err, f"{path} is {kind}, not a file: input history kept for this run only")
+        history = InMemoryHistory()
     return PromptSession(
         message=[("class:prompt", "› ")],
         prompt_continuation="  ",  # lines after Esc Enter line up under the first one
         # input survives restarts and failed turns: Up brings back a message the server refused
-        history=FileHistory(str(chat.store.root / "input_history")),
+        history=history,
         completer=completer(chat),
         # typing "/" lists the commands (the completer offers nothing for ordinary text)
         complete_while_typing=True,
