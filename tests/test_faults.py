@@ -47,7 +47,11 @@ from chatcli.errors import DamagedSession
 from chatcli.store import MESSAGE_TYPES, Store
 
 KEY = "sk-test-secret-key-1234"  # the key the conftest env hands every chatcli run
-LIST_FIELDS = {"id", "title", "messages", "updated", "model", "db", "damaged"}
+LIST_FIELDS = {"id", "title", "messages", "updated", "model", "db", "damaged"} | {
+    "input_tokens",
+    "output_tokens",
+    "tokens_estimated",
+}
 
 
 def _messages(path: Path) -> list[dict[str, Any]]:

@@ -49,42 +49,55 @@ def _session(root: Path, messages: list[dict[str, Any]], title: str = "long talk
 # -- tokens ------------------------------------------------------------------------------------
 
 
-def test_each_reply_shows_the_tokens_the_server_reported(chatcli: Any, server: FakeOpenAI) -> None:
-    server.reply("one two three")
-    server.reply("four five")
-    result = chatcli("new", input="hello there\nand again\n")
-    assert result.returncode == 0, result.stderr
-    shown = [(int(i), int(o)) for _, i, o in USAGE_LINE.findall(result.stderr)]
-    texts = ["one two three", "four five"]
+def _in_terminal(env: dict[str, str], lines: list[str], **extra: str) -> str:
+    """What a REPL on a pty showed for these lines (each answered before the next is typed)."""
+    from test_repl_pty import FIRST_REPLY_TIMEOUT, Term
+
+    t = Term({**env, **extra}, "new", "--title", "tokens")
+    try:
+        t.prompt()
+        for line in lines:
+            t.send_line(line)
+            t.expect(f"echo: {line}", FIRST_REPLY_TIMEOUT)
+            t.prompt()
+        return t.output().replace("\r", "")
+    finally:
+        t.child.close(force=True)
+
+
+def test_each_reply_shows_the_tokens_the_server_reported(
+    env: dict[str, str], server: FakeOpenAI
+) -> None:
+    shown = _in_terminal(env, ["hello there", "and again"])
+    lines = [(int(i), int(o)) for _, i, o in USAGE_LINE.findall(shown)]
+    texts = ["echo: hello there", "echo: and again"]
     reported = [FakeOpenAI._usage(r, t) for r, t in zip(server.requests, texts, strict=True)]
-    assert shown == [(u["prompt_tokens"], u["completion_tokens"]) for u in reported]
-    assert "≈" not in result.stderr
+    assert lines == [(u["prompt_tokens"], u["completion_tokens"]) for u in reported]
+    assert "≈" not in shown
 
 
 def test_list_json_and_usage_sum_every_reply_of_the_session(
     chatcli: Any, server: FakeOpenAI, root: Path
 ) -> None:
     result = chatcli("new", input="hello there\nand again\nthird one\n")
-    shown = [(int(i), int(o)) for _, i, o in USAGE_LINE.findall(result.stderr)]
-    assert len(shown) == 3
+    assert result.returncode == 0 and result.stderr == ""  # piped: no tokens line
+    texts = ["echo: hello there", "echo: and again", "echo: third one"]
+    reported = [FakeOpenAI._usage(r, t) for r, t in zip(server.requests, texts, strict=True)]
+    total_in = sum(u["prompt_tokens"] for u in reported)
+    total_out = sum(u["completion_tokens"] for u in reported)
     sid = only_session(root)
     row = _list_row(chatcli, sid)
-    total_in, total_out = sum(i for i, _ in shown), sum(o for _, o in shown)
     assert (row["input_tokens"], row["output_tokens"]) == (total_in, total_out)
     assert row["tokens_estimated"] is False
-    usage = chatcli("resume", sid, input="/usage\n")
-    assert re.search(
-        rf"gpt-4o-mini\s+{total_in}\s+{total_out}\s+{total_in + total_out}", usage.stdout
-    )
+    usage = chatcli("resume", sid, input="/usage\n").stdout
+    assert re.search(rf"gpt-4o-mini\s+{total_in}\s+{total_out}\s+{total_in + total_out}", usage)
 
 
 def test_tokens_are_estimated_and_marked_when_the_server_reports_none(
-    chatcli: Any, server: FakeOpenAI, root: Path
+    env: dict[str, str], chatcli: Any, server: FakeOpenAI, root: Path
 ) -> None:
     server.profile = "groq"  # refuses stream_options: no usage comes back
-    result = chatcli("new", input="hello there\n")
-    assert result.returncode == 0, result.stderr
-    [(approx, _, _)] = USAGE_LINE.findall(result.stderr)
+    [(approx, _, _)] = USAGE_LINE.findall(_in_terminal(env, ["hello there"]))
     assert approx == "≈"
     sid = only_session(root)
     reply = read_memory(root, sid)[-1]["data"]
@@ -93,10 +106,9 @@ def test_tokens_are_estimated_and_marked_when_the_server_reports_none(
     assert _list_row(chatcli, sid)["tokens_estimated"] is True
 
 
-def test_the_tokens_line_can_be_switched_off(chatcli: Any, server: FakeOpenAI) -> None:
-    result = chatcli("new", input="hello there\n", CHATCLI_SHOW_USAGE="false")
-    assert result.returncode == 0, result.stderr
-    assert not USAGE_LINE.search(result.stderr)
+def test_the_tokens_line_can_be_switched_off(env: dict[str, str], server: FakeOpenAI) -> None:
+    shown = _in_terminal(env, ["hello there"], CHATCLI_SHOW_USAGE="false")
+    assert "echo: hello there" in shown and not USAGE_LINE.search(shown)
 
 
 def test_trimming_is_told_once_per_session_and_points_at_compress(

@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 def after_reply(chat: Chat, turn: llm.Turn) -> None:
     """The dim tokens line of a reply, and (once per session) a word when trimming left older
     messages out of the request."""
-    if chat.settings["show_usage"] and (turn.usage.input or turn.usage.output):
-        print_note(chat.err, turn.usage.line())
+    show_usage(chat, turn.usage)
     request = turn.request
     if request is not None and request.trimmed > 0 and chat.sid not in chat.told_trimmed:
         chat.told_trimmed.add(chat.sid)
@@ -34,6 +33,12 @@ def after_reply(chat: Chat, turn: llm.Turn) -> None:
             f"({request.trimmed} older messages no longer fit the context ({turn.budget} tokens)"
             " and were left out of the request; /compress summarises them)",
         )
+
+
+def show_usage(chat: Chat, usage: Usage) -> None:
+    """The dim ``412 in · 96 out`` line, on a terminal (a piped run's stderr stays for errors)."""
+    if chat.settings["show_usage"] and chat.err.is_terminal and (usage.input or usage.output):
+        print_note(chat.err, usage.line())
 
 
 _totals_cache: dict[tuple[str, int], Usage] = {}
@@ -132,8 +137,7 @@ def compress(chat: Chat, keep_turns: int = KEEP_TURNS, *, auto: bool = False) ->
         f"messages 1–{covers} are summarised in {words} words; requests send the summary instead"
         f" (every message stays in the file; /history shows them)",
     )
-    if chat.settings["show_usage"]:
-        print_note(chat.err, summary.usage.line())
+    show_usage(chat, summary.usage)
     return True
 
 
