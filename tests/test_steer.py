@@ -451,3 +451,11 @@ def test_the_toolbar_shows_the_session_tokens_and_how_full_the_context_is(
         t.expect(r"\d+ in · \d+ out · ctx \d+/16k")
     finally:
         t.child.close(force=True)
+
+
+def test_forking_an_empty_session_is_a_clean_error(chatcli: Any, root: Path) -> None:
+    sid = Store(root).create(title="empty")
+    result = chatcli("fork", sid)
+    assert result.returncode == 1
+    assert result.stderr.startswith("chatcli: error: nothing to fork")
+    assert Store(root).ids() == [sid]

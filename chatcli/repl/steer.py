@@ -230,10 +230,12 @@ class Forked:
 def fork(store: Store, sid: str, at: int | None = None) -> Forked:
     """A new session holding the first ``at`` messages of ``sid`` (default: all) and a copy of
     its database; ``sid``'s files are only read."""
+    total = len(store.load_messages(sid))
+    if total == 0:
+        raise ChatcliError("nothing to fork: this session holds no messages yet")
     if at is not None:
         if at < 0:
             raise ChatcliError(f"--at must be 0 or more, got {at}")
-        total = len(store.load_messages(sid))
         if at > total:
             raise ChatcliError(f"the session holds {total} messages; cannot fork at {at}")
     new, count = store.fork(sid, at)

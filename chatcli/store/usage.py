@@ -48,8 +48,10 @@ def usage_of(message: dict[str, Any]) -> Usage | None:
     """The tokens one stored message cost (None: it is no model output, or nothing was kept)."""
     data = message.get("data", {})
     reported = data.get("usage_metadata") if isinstance(data, dict) else None
-    if isinstance(reported, dict) and _tokens(reported) is not None:
-        return _tokens(reported)
+    if isinstance(reported, dict) and (usage := _tokens(reported)) is not None:
+        return usage
+    if not data.get("additional_kwargs"):
+        return None  # most messages: no mark to look at
     own = mark_of(message).get("usage")
     if isinstance(own, dict) and (usage := _tokens(own)) is not None:
         usage.estimated = bool(own.get("estimated"))
@@ -69,12 +71,11 @@ def model_of(message: dict[str, Any]) -> str:
 
 
 def totals(messages: list[dict[str, Any]]) -> Usage:
-    """The whole session's tokens."""
-    result = Usage()
-    for message in messages:
-        if (usage := usage_of(message)) is not None:
-            result = result + usage
-    return result
+    """The whole session's tokens (the listing sums them for every session it indexes)."""
+    given = [u for u in map(usage_of, messages) if u is not None]
+    return Usage(
+        sum(u.input for u in given), sum(u.output for u in given), any(u.estimated for u in given)
+    )
 
 
 def totals_by_model(messages: list[dict[str, Any]]) -> dict[str, Usage]:
