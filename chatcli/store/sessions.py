@@ -103,7 +103,7 @@ class Store(Layout):
         except FileNotFoundError as e:
             raise SessionNotFound(f"no session {sid}", path=path) from e
         except OSError as e:
-            raise StorageError(f"cannot read session: {_why(e)}", path=path) from e
+            raise StorageError(f"cannot read session: {e.strerror or e}", path=path) from e
 
     def load_messages(self, sid: str) -> list[dict[str, Any]]:
         path = self.memory_path(sid)
@@ -135,7 +135,7 @@ class Store(Layout):
                     path=path,
                 ) from e
             except OSError as e:
-                raise StorageError(f"cannot read session: {_why(e)}", path=path) from e
+                raise StorageError(f"cannot read session: {e.strerror or e}", path=path) from e
             try:
                 current = parse_messages(raw)
                 data = appended_bytes(raw, new)
@@ -357,11 +357,6 @@ def _index_for_search(store: Store, sid: str, **appended: Any) -> None:
 def _read_memory(path: Path) -> bytes:
     """A memory file's bytes: only a regular file, and at most MEMORY_LIMIT of them."""
     return read_regular(path, limit=MEMORY_LIMIT)
-
-
-def _why(e: OSError) -> str:
-    """What is wrong, for "cannot read session: ...": a FIFO or an oversized file says so."""
-    return e.strerror or str(e)
 
 
 def _dump_meta(meta: dict[str, Any]) -> bytes:
