@@ -142,6 +142,18 @@ def test_title_comes_from_the_prompt(ask, chatcli, server, root):
     assert listing[0]["title"] == "what is a monad"
 
 
+def test_db_tools_work_and_tables_stay_off_stdout(ask, server, tmp_path):
+    from conftest import make_db
+
+    db = make_db(tmp_path / "people.db")
+    server.tool_calls([("run_sql", {"query": "SELECT count(*) AS n FROM t"})])
+    server.reply("There are 3.")
+    result = ask("--db", str(db), "how many people?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "There are 3.\n"
+    assert sent(server)[-1]["role"] == "tool" and "3" in sent(server)[-1]["content"]
+
+
 # --- what is printed ---------------------------------------------------------------------
 
 
@@ -363,3 +375,19 @@ def test_helper_quits_when_idle(chatcli, root):
     pid = _status(root)["pid"]
     assert _wait(lambda: not _alive(pid), 30)
     assert not (helper.run_dir(root) / helper.SOCKET).exists()
+
+
+def test_repl_file_goes_with_the_next_message_only(chatcli, server, tmp_path):
+    (tmp_path / "q.sql").write_text("SELECT 1;\n")
+    result = chatcli("new", input="/file q.sql\nwhat does it do\nand then\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, second = (r["messages"][-1]["content"] for r in server.requests)
+    assert first == "q.sql:\n```sql\nSELECT 1;\n```\n\nwhat does it do"
+    assert second == "and then"
+
+
+def test_repl_file_refuses_a_binary_file_at_once(chatcli, server, tmp_path):
+    (tmp_path / "b.bin").write_bytes(b"\0\1\2")
+    result = chatcli("new", input="/file b.bin\n", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "binary" in result.stderr and server.requests == []

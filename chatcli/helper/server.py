@@ -49,8 +49,11 @@ def main(argv: list[str]) -> None:
     listener.listen(16)
     inode = os.stat(SOCKET).st_ino
     Path(PID).write_text(f"{os.getpid()}\n")
-    signal.signal(signal.SIGTERM, _quit)
-    signal.signal(signal.SIGHUP, _quit)
+    # Leave from the handler itself: an exception raised there can be swallowed (a signal that
+    # lands in a finalizer prints "Exception ignored" and the loop would go on).
+    quit_now = lambda signum, frame: (_clean_up(inode), os._exit(0))  # noqa: E731
+    signal.signal(signal.SIGTERM, quit_now)
+    signal.signal(signal.SIGHUP, quit_now)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     gc.freeze()  # what is imported stays shared with every child, not copied on its first GC
@@ -77,14 +80,17 @@ def main(argv: list[str]) -> None:
                 _child(conn, version, served)
             served += 1
             conn.close()
-    except SystemExit:
-        pass
     finally:
-        if _still_ours(inode):
-            with contextlib.suppress(OSError):
-                os.unlink(SOCKET)
-            with contextlib.suppress(OSError):
-                os.unlink(PID)
+        _clean_up(inode)
+
+
+def _clean_up(inode: int) -> None:
+    """The socket and pid file go, if they are still this helper's (not a newer one's)."""
+    if _still_ours(inode):
+        with contextlib.suppress(OSError):
+            os.unlink(SOCKET)
+        with contextlib.suppress(OSError):
+            os.unlink(PID)
 
 
 def warm() -> None:
@@ -99,11 +105,17 @@ def warm() -> None:
     from ..repl import oneshot  # noqa: F401
     from ..store import search  # noqa: F401
 
-    compat.chat_model_class()(model="warm-up", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    compat.chat_model_class()(
+        model="warm-up",
+        api_key="unused",
+        base_url="http://127.0.0.1:9/v1",
+        http_client=compat.http_client(tls=False),
+        http_async_client=compat.unused_async_client(),
+    )
+    compat.http_client(tls=True)  # connection pools stay empty here: safe to share with a fork
+    import threading
 
-
-def _quit(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
+    assert threading.active_count() == 1, "fork() needs a helper without threads"
 
 
 def _still_ours(inode: int) -> bool:

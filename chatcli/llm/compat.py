@@ -137,10 +137,27 @@ def chat_model_class() -> type:
 
 
 @functools.cache
-def http_client() -> httpx.Client:
+def http_client(*, tls: bool = True) -> httpx.Client:
     """One HTTP client per process: TLS set-up is paid once, not on every turn (the openai SDK
-    passes each request's own timeout)."""
-    return httpx.Client(transport=Transport(httpx.HTTPTransport()), follow_redirects=False)
+    passes each request's own timeout). ``tls=False`` (a plain http:// server, a local one as a
+    rule): no certificate store is loaded (30-90 ms); https through it fails verification."""
+    import ssl
+
+    verify: Any = True if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    transport = Transport(httpx.HTTPTransport(verify=verify))
+    return httpx.Client(transport=transport, follow_redirects=False)
+
+
+class _NoAsync(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("chatcli streams synchronously; the async client is never used")
+
+
+@functools.cache
+def unused_async_client() -> httpx.AsyncClient:
+    """For langchain-openai, which builds an async client too: chatcli never uses it, and one
+    that cannot connect loads no certificate store (its default does, on every start)."""
+    return httpx.AsyncClient(transport=_NoAsync())
 
 
 class _WatchedStream(httpx.SyncByteStream):

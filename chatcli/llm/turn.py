@@ -79,7 +79,7 @@ class Model:
     def client(self, *, tools: bool) -> Any:
         import openai
 
-        from .compat import chat_model_class, http_client
+        from .compat import chat_model_class, http_client, unused_async_client
 
         llm = chat_model_class()(
             model=self.name,
@@ -91,7 +91,8 @@ class Model:
             max_retries=MAX_RETRIES,  # an unreachable server must fail in seconds, not minutes
             timeout=openai.Timeout(self.timeout, connect=CONNECT_TIMEOUT),
             max_tokens=self.max_tokens,
-            http_client=http_client(),
+            http_client=http_client(tls=not (self.base_url or "").startswith("http://")),
+            http_async_client=unused_async_client(),
         )
         return llm.bind_tools(self.tools) if tools and self.tools else llm
 
