@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from chatcli.errors import QueryError
 
 from . import postgres_catalog as catalog
-from .sandbox import QueryResult, time_limit_message
+from .sandbox import QueryResult, RowCap, time_limit_message
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,9 +39,6 @@ __all__ = [
 ]
 
 _SCHEMES = ("postgresql://", "postgres://")
-# A result holds at most this many bytes of text/bytea values (a 200-row cap alone would let
-# 200 values of 100 MB through); the same bound as the SQLite backend's.
-_MAX_RESULT_BYTES = 32 * 1024 * 1024
 # Rows fetched per round trip while filling a result.
 _BATCH = 50
 # A capped result is counted on to say how many rows were left out, up to so many rows and for
@@ -322,38 +319,20 @@ class PostgresDatabase:
         return self._fill(columns, lambda n: server.fetchmany(n), cur)
 
     def _fill(self, columns: list[str], fetch: Any, counter: Any) -> QueryResult:
-        rows: list[tuple[Any, ...]] = []
-        size = len(" | ".join(columns))
-        held = 0
+        cap = RowCap(columns, max_rows=self.max_rows, max_chars=self.max_chars)
         fetched = 0  # where the cursor stands: rows of the last batch may go unused
-        note = None
-        while note is None:
-            batch = fetch(min(_BATCH, self.max_rows + 1 - len(rows)))
+        while cap.note is None:
+            batch = fetch(min(_BATCH, self.max_rows + 1 - len(cap.rows)))
             if not batch:
                 break
             fetched += len(batch)
             for row in batch:
-                if len(rows) == self.max_rows:
-                    note = f"showing first {self.max_rows} rows"
+                if not cap.add(row):
                     break
-                rows.append(tuple(row))
-                size += sum(min(len(str(v)), 200) + 3 for v in row)
-                held += sum(len(v) for v in row if isinstance(v, str | bytes))
-                if size > self.max_chars:
-                    note = (
-                        f"stopped after {len(rows)} rows: the result passed "
-                        f"{self.max_chars} characters"
-                    )
-                    break
-                if held > _MAX_RESULT_BYTES:
-                    note = (
-                        f"stopped after {len(rows)} rows: the values passed "
-                        f"{_MAX_RESULT_BYTES // 2**20} MB; select fewer or shorter columns"
-                    )
-                    break
+        note = cap.note
         if note is not None:
-            note += "; " + self._left_out(counter, fetched=fetched, shown=len(rows))
-        return QueryResult(columns, rows, truncated=note is not None, note=note)
+            note += "; " + self._left_out(counter, fetched=fetched, shown=len(cap.rows))
+        return QueryResult(columns, cap.rows, truncated=note is not None, note=note)
 
     def _left_out(self, cur: Any, *, fetched: int, shown: int) -> str:
         """How many rows beyond the `shown` ones were left out, within a short time budget."""

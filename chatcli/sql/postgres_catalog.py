@@ -12,6 +12,8 @@ from typing import Any
 
 from chatcli.errors import QueryError
 
+from .schema import summary_text
+
 # Tables at most this large (bytes on disk) are counted exactly; larger ones get the planner's
 # estimate (pg_class.reltuples), as counting them could take longer than a chat should wait.
 _EXACT_COUNT_BYTES = 8 * 1024 * 1024
@@ -217,15 +219,7 @@ def schema_summary(cur: Any, max_chars: int = 2000, *, budget_s: float = 5.0) ->
             tail = _rows_text(cur, rel, count_ms=ms)
         line = f"{display}({', '.join(cols)}) — {tail}"
         lines.append(line if len(line) <= 400 else line[:399] + "…")
-    out: list[str] = []
-    used = 0
-    for i, line in enumerate(lines):
-        if used + len(line) + 1 > max_chars - 60:
-            out.append(f"… and {len(lines) - i} more tables (use list_tables)")
-            break
-        out.append(line)
-        used += len(line) + 1
-    return "\n".join(out) if out else "(no tables)"
+    return summary_text(lines, max_chars)
 
 
 def write_access(cur: Any) -> str | None:

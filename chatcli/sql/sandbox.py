@@ -200,6 +200,38 @@ def _line(values: Sequence[object]) -> str:
     return " | ".join(_cell(v) for v in values)
 
 
+class RowCap:
+    """The rows of a result up to the caps every backend keeps: ``max_rows`` rows, ``max_chars``
+    of result text, ``_MAX_RESULT_BYTES`` of raw values; ``note`` says which one stopped it."""
+
+    def __init__(self, columns: list[str], *, max_rows: int, max_chars: int) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.note: str | None = None
+        self._max_rows, self._max_chars = max_rows, max_chars
+        self._size = len(" | ".join(columns))
+        self._held = 0
+
+    def add(self, row: Sequence[Any]) -> bool:
+        """Keep ``row`` if the caps allow; False once they stop the result (no more rows)."""
+        if len(self.rows) == self._max_rows:
+            self.note = f"showing first {self._max_rows} rows"
+            return False
+        self.rows.append(tuple(row))
+        self._size += len(_line(row)) + 1
+        self._held += sum(len(v) for v in row if isinstance(v, str | bytes))
+        if self._size > self._max_chars:
+            self.note = (
+                f"stopped after {len(self.rows)} rows: the result passed "
+                f"{self._max_chars} characters"
+            )
+        elif self._held > _MAX_RESULT_BYTES:
+            self.note = (
+                f"stopped after {len(self.rows)} rows: the values passed "
+                f"{_MAX_RESULT_BYTES // 2**20} MB; select fewer or shorter columns"
+            )
+        return self.note is None
+
+
 @dataclass(slots=True)
 class QueryResult:
     """Rows of one query; `truncated` says rows were left out and `note` says why."""
@@ -427,31 +459,13 @@ class Sandbox:
                         raise QueryError(f"not allowed: this database is read-only ({label})")
                     return QueryResult([], [], note="statement returned no result")
                 columns = [d[0] for d in cursor.description]
-                rows: list[tuple[Any, ...]] = []
-                size = len(" | ".join(columns))
-                held = 0
-                note = None
+                cap = RowCap(columns, max_rows=self.max_rows, max_chars=self.max_chars)
                 # Never fetchall(): only pull the rows we will keep, plus one to know if
                 # there are more. SQLite computes rows lazily, so the rest is never read.
                 for row in itertools.islice(cursor, self.max_rows + 1):
-                    if len(rows) == self.max_rows:
-                        note = f"showing first {self.max_rows} rows"
+                    if not cap.add(row):
                         break
-                    rows.append(row)
-                    size += len(_line(row)) + 1
-                    held += sum(len(v) for v in row if isinstance(v, str | bytes))
-                    if size > self.max_chars:
-                        note = (
-                            f"stopped after {len(rows)} rows: the result passed "
-                            f"{self.max_chars} characters"
-                        )
-                        break
-                    if held > _MAX_RESULT_BYTES:
-                        note = (
-                            f"stopped after {len(rows)} rows: the values passed "
-                            f"{_MAX_RESULT_BYTES // 2**20} MB; select fewer or shorter columns"
-                        )
-                        break
+                rows, note = cap.rows, cap.note
                 if note is not None:
                     note += "; " + self._left_out(conn, query, len(rows))
                 return QueryResult(columns, rows, truncated=note is not None, note=note)

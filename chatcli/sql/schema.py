@@ -170,6 +170,11 @@ def schema_summary(sandbox: Sandbox, max_chars: int = 2000) -> str:
             if len(line) > 400:
                 line = line[:399] + "…"
             lines.append(line)
+    return summary_text(lines, max_chars)
+
+
+def summary_text(lines: list[str], max_chars: int) -> str:
+    """The schema summary's lines (one a table) within ``max_chars``, saying what was left out."""
     out: list[str] = []
     used = 0
     for i, line in enumerate(lines):
