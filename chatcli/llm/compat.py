@@ -103,10 +103,9 @@ def fix_chunk(chunk: dict[str, Any], calls: ToolCallDeltas) -> str | None:
 @functools.cache
 def chat_model_class() -> type:
     """ChatOpenAI with the chunk fixes (made on first use: importing langchain_openai is slow)."""
-    from langchain_openai import ChatOpenAI
     from pydantic import PrivateAttr
-    ChatOpenAI = chat_openai_class()
 
+    ChatOpenAI = chat_openai_class()
 
     class ChatModel(ChatOpenAI):
         _calls: Any = PrivateAttr(default=None)
@@ -136,6 +135,7 @@ def chat_model_class() -> type:
             return payload
 
     return ChatModel
+
 
 def chat_openai_class() -> type:
     """langchain-openai's ChatOpenAI, without running the package's ``__init__`` first: that
@@ -182,7 +182,6 @@ def _whole_package(module: Any, origin: str) -> Any:
         return getattr(module, name)
 
     return __getattr__
-
 
 
 @functools.cache
