@@ -121,8 +121,8 @@ class Chat:
         self._warmed = False
         self._told_no_tools: set[tuple[str | None, str]] = set()
         self.replies = 0  # replies shown by this run
-        self.last_turn: llm.Turn | None = None  # the latest reply's turn (its request, usage)
         self.attachments: list[Attachment] = []  # /file: put into the next message sent
+        self.last_turn: llm.Turn | None = None  # the latest reply's turn (its request, usage)
         self.told_trimmed: set[str] = set()  # sessions told their requests leave messages out
 
     # -- session state ---------------------------------------------------------------------------
@@ -385,7 +385,10 @@ class Chat:
     def send(self, text: str) -> None:
         """Save the user's message, stream the reply, run tools, save every message as it ends."""
         assert self.session is not None
+        if self.attachments:  # /file: the files go into this message, before its words
+            text = compose(text, files=self.attachments)
         self.session.messages = self.store.append(self.sid, [llm.human_dict(text)])
+        self.attachments = []
         self.reply(self.session.messages)
 
     def reply(self, history: list[dict[str, Any]], *, retry_of: int | None = None) -> llm.Turn:
@@ -403,10 +406,7 @@ class Chat:
         if db is not None and model.facts.tools is False:
             self._tell_no_tools()
 
-        if self.attachments:  # /file: the files go into this message, before its words
-            text = compose(text, files=self.attachments)
         def make_turn(history: list[dict[str, Any]]) -> llm.Turn:
-        self.attachments = []
             if retry_of is not None:
                 history = [*history, steer.retry_placeholder(retry_of)]
             return model.turn(
@@ -444,6 +444,15 @@ class Chat:
         steer.after_reply(self, turn)
         return turn
 
+    def reply_view(self) -> ReplyView:
+        """How a reply is shown while it streams (``chatcli ask`` shows it its own way)."""
+        return ReplyView(
+            self.term,
+            theme=self.settings["theme"],
+            show_thinking=self.settings["show_thinking"],
+            max_tokens=self.settings["max_tokens"],
+        )
+
     def model(self, *, tools: bool, dialect: str = "SQLite") -> llm.Model:
         """The session's model on the configured server, with what that server said of itself;
         the SQL tools (when `tools`) name `dialect`, the attached database's."""
@@ -467,15 +476,6 @@ class Chat:
             if key not in self._facts:
                 base = self.settings["base_url"]
                 # Only a server named by OPENAI_BASE_URL is asked: the OpenAI API says no more.
-    def reply_view(self) -> ReplyView:
-        """How a reply is shown while it streams (``chatcli ask`` shows it its own way)."""
-        return ReplyView(
-            self.term,
-            theme=self.settings["theme"],
-            show_thinking=self.settings["show_thinking"],
-            max_tokens=self.settings["max_tokens"],
-        )
-
                 self._facts[key] = (
                     llm.probe(base, self.model_name, self.api_key) if base else llm.ServerFacts()
                 )
