@@ -1,15 +1,6 @@
 """Parse CSV/TSV, JSON (an array of objects), JSON Lines and Parquet into a new SQLite table,
-streaming: memory stays bounded by a batch of rows. chatcli.sql.files is the API around it.
-
-Column types come from the first `SAMPLE_ROWS` rows: INTEGER when every non-empty value is a
-plain integer (no sign "+", no leading zero, at most 18 digits, so "007" and phone numbers stay
-text), REAL when every one is such an integer or a decimal number, TEXT otherwise; an empty CSV
-cell is NULL. Later rows rely on SQLite's type affinity: a value that is not a number ("N/A")
-is stored in a numeric column as the TEXT it is, and a number is stored as a number. Only a value
-that SQLite would silently rewrite ("007" into 7, "+44..." into 44..., " 5" into 5) makes the
-column TEXT: the table is rebuilt then, and the numbers already stored become their SQLite text
-form (exact for integers; 1.50 reads back as 1.5). JSON values keep their JSON types; Parquet
-columns keep the file's own types.
+streaming: memory stays bounded by a batch of rows. chatcli.sql.files is the API around it;
+column names and types, and the writing of the table: chatcli.sql.table_writer.
 
 Encodings: a BOM decides (UTF-8, UTF-16, UTF-32); UTF-16 without a BOM is recognised by its
 zero bytes; otherwise UTF-8, and a file that is not valid UTF-8 is read as Windows-1252 (what
@@ -25,15 +16,22 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from itertools import islice
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from ..errors import DataFileError
+from .table_writer import (
+    TableWriter,
+    column_names,
+    quote_ident,
+    sql_value,
+    text_types,
+    unique_name,
+    value_type,
+)
 
 Kind = Literal["csv", "tsv", "json", "jsonl", "parquet", "sqlite"]
 
@@ -49,19 +47,6 @@ _BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
 )  # fmt: skip
 _FALLBACKS = ("utf-8", "cp1252", "latin-1")  # latin-1 decodes any byte: the chain always ends
-
-# One cell of each type, then a whole column of them joined by "\n" (one C-level match per
-# column and batch instead of a Python call per cell).
-_INT = r"-?(?:0|[1-9][0-9]{0,17})"
-_REAL = _INT + r"|-?(?:(?:0|[1-9][0-9]*)\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_REAL += r"|-?(?:0|[1-9][0-9]*)[eE][+-]?[0-9]+"
-_CELL = {"INTEGER": re.compile(_INT), "REAL": re.compile(_REAL)}
-_COLUMN = {
-    t: re.compile(rf"(?:(?:{p})?\n)*(?:{p})?") for t, p in (("INTEGER", _INT), ("REAL", _REAL))
-}
-_LEADING_ZERO = re.compile(rb"\n-?0[0-9]")  # "007": affinity would store 7
-# What SQLite's numeric affinity turns into a number (leading and trailing spaces allowed).
-_NUMERIC_LOOKING = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 
 
 # Encodings
@@ -103,176 +88,6 @@ def _decodes(head: bytes, encoding: str) -> bool:
 def head_text(head: bytes, encoding: str) -> str:
     """The head as text for sniffing; a character cut at the end is dropped, not an error."""
     return codecs.getincrementaldecoder(encoding)("replace").decode(head, final=False)
-
-
-# Names
-
-
-def _column_names(raw: Iterable[str]) -> list[str]:
-    """Header cells as column names: stripped, empty ones numbered, duplicates suffixed."""
-    names: list[str] = []
-    for i, cell in enumerate(raw, 1):
-        names.append(_unique(str(cell).strip() or f"column_{i}", names))
-    return names
-
-
-def _unique(name: str, names: list[str]) -> str:
-    used = {n.lower() for n in names}  # SQLite column names are case-insensitive
-    candidate, n = name, 1
-    while candidate.lower() in used:
-        n += 1
-        candidate = f"{name}_{n}"
-    return candidate
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-# The table being written
-
-
-class _Writer:
-    """Creates one table and inserts batches into it, making a column TEXT when a later value
-    would be rewritten by the numeric affinity chosen from the sample."""
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        table: str,
-        columns: list[str],
-        types: list[str],
-        *,
-        source: Literal["csv", "json", "parquet"],
-    ) -> None:
-        self.conn, self.table, self.source = conn, table, source
-        self.columns, self.types = columns, types
-        self.rows = 0
-        self._create(table, types)
-        self._sql = self._insert_sql()
-        self._sql_for: dict[frozenset[int], str] = {}  # by the columns that skip NULLIF
-
-    def _create(self, name: str, types: list[str]) -> None:
-        defs = ", ".join(f"{quote_ident(c)} {t}" for c, t in zip(self.columns, types, strict=True))
-        self.conn.execute(f"CREATE TABLE {quote_ident(name)} ({defs})")
-
-    def _insert_sql(self, plain: frozenset[int] = frozenset()) -> str:
-        # NULLIF in SQL rather than a Python test per cell: empty CSV cells become NULL in C.
-        # Columns in `plain` have no empty cell in this batch and skip it (-8% insert time).
-        marks = ", ".join(
-            "?" if self.source != "csv" or j in plain else "NULLIF(?, '')"
-            for j in range(len(self.columns))
-        )
-        return f"INSERT INTO {quote_ident(self.table)} VALUES ({marks})"
-
-    def add_column(self, name: str, type_: str) -> None:
-        self.conn.execute(
-            f"ALTER TABLE {quote_ident(self.table)} ADD COLUMN {quote_ident(name)} {type_}"
-        )
-        self.columns.append(name)
-        self.types.append(type_)
-        self._sql = self._insert_sql()
-        self._sql_for.clear()
-
-    def insert(self, rows: list[Sequence[Any]]) -> None:
-        if not rows:
-            return
-        sql = self._sql
-        if self.source != "parquet":  # Parquet values already have their column's type
-            plain = self._check(rows)
-            if plain:
-                sql = self._sql_for.get(plain) or self._sql_for.setdefault(
-                    plain, self._insert_sql(plain)
-                )
-        self.conn.executemany(sql, rows)
-        self.rows += len(rows)
-
-    def _check(self, rows: list[Sequence[Any]]) -> frozenset[int]:
-        """Widen what must be; return the numeric CSV columns without an empty cell."""
-        plain = []
-        for j, type_ in enumerate(self.types):
-            if type_ == "TEXT":
-                continue
-            if self.source == "csv":
-                joined = "\n".join(map(itemgetter(j), rows))
-                if _safe_numbers(joined, type_) or _COLUMN[type_].fullmatch(joined):
-                    if (
-                        joined[:1] != "\n"
-                        and joined[-1:] not in ("\n", "")
-                        and "\n\n" not in joined
-                    ):
-                        plain.append(j)
-                    continue
-                cell = _CELL[type_]
-                odd: Iterable[Any] = (v for v in joined.split("\n") if v and not cell.fullmatch(v))
-            else:
-                odd = (v for v in map(itemgetter(j), rows) if type(v) is str)
-            if any(_NUMERIC_LOOKING.fullmatch(v) for v in odd):
-                self._widen(j)
-        return frozenset(plain)
-
-    def _widen(self, j: int) -> None:
-        """Rebuild the table with column j as TEXT (SQLite cannot change a column's type)."""
-        types = [*self.types[:j], "TEXT", *self.types[j + 1 :]]
-        staging = f"{self.table}__chatcli_widening"
-        self.conn.execute(f"DROP TABLE IF EXISTS {quote_ident(staging)}")
-        self._create(staging, types)
-        self.conn.execute(
-            f"INSERT INTO {quote_ident(staging)} SELECT * FROM {quote_ident(self.table)}"
-        )
-        self.conn.execute(f"DROP TABLE {quote_ident(self.table)}")
-        self.conn.execute(f"ALTER TABLE {quote_ident(staging)} RENAME TO {quote_ident(self.table)}")
-        self.types = types
-
-
-def _safe_numbers(joined: str, type_: str) -> bool:
-    """A fast test (a few C-level passes over bytes) that SQLite's affinity rewrites none of
-    these "\n"-joined cells: true for nearly every batch of a numeric column. Cells such as
-    "1-2" or "1.2.3" pass, but SQLite keeps those as text anyway. False means: look closer."""
-    data = joined.encode()
-    rest = data.translate(None, b"\n-." if type_ == "REAL" else b"\n-")
-    if rest and not rest.isdigit():  # bytes.isdigit is ASCII-only, unlike str.isdigit
-        return False
-    if _LEADING_ZERO.search(b"\n" + data):
-        return False
-    return type_ == "REAL" or max(map(len, data.split(b"\n"))) <= 18  # longer: not an int64
-
-
-def _text_types(sample: list[list[str]], width: int) -> list[str]:
-    columns = list(zip(*sample, strict=True)) if sample else [()] * width
-    types = []
-    for values in columns:
-        joined = "\n".join(values)
-        if not any(values):
-            types.append("TEXT")
-        elif _COLUMN["INTEGER"].fullmatch(joined):
-            types.append("INTEGER")
-        elif _COLUMN["REAL"].fullmatch(joined):
-            types.append("REAL")
-        else:
-            types.append("TEXT")
-    return types
-
-
-def _value_type(values: Iterable[Any]) -> str:
-    kinds = {type(v) for v in values if v is not None}
-    if kinds and kinds <= {int, bool}:
-        return "INTEGER"
-    if kinds and kinds <= {int, bool, float}:
-        return "REAL"
-    return "TEXT"
-
-
-def _sql_value(v: Any) -> Any:
-    """A decoded JSON or Parquet value as something sqlite3 can bind."""
-    t = type(v)
-    if v is None or t is str or t is float or t is bytes:
-        return v
-    if t is int or t is bool:
-        return int(v) if -(2**63) <= v < 2**63 else str(v)  # past int64 sqlite3 overflows
-    if t is dict or t is list:
-        return json.dumps(v, ensure_ascii=False, default=str)
-    return str(v)  # datetime, date, Decimal...: their str() is the ISO / exact text
 
 
 # CSV and TSV
@@ -354,11 +169,11 @@ def _import_csv(
         header = next(reader, None)
         if header is None:
             raise DataFileError("the file is empty", path=path)
-        columns = _column_names(header)
+        columns = column_names(header)
         width, read = len(columns), 1
         batch = list(islice(reader, SAMPLE_ROWS))
         rows = _fit(batch, width, read, path, f.encoding, delimiter)
-        writer = _Writer(conn, table, columns, _text_types(rows, width), source="csv")
+        writer = TableWriter(conn, table, columns, text_types(rows, width), source="csv")
         while batch:
             writer.insert(rows)
             read += len(batch)
@@ -489,9 +304,9 @@ def _import_records(
     keys = list(dict.fromkeys(k for obj in batch for k in obj))
     if not keys:
         raise DataFileError("no objects with keys to import", path=Path(f.name))
-    columns = _column_names(keys)
-    types = [_value_type(obj.get(k) for obj in batch) for k in keys]
-    writer = _Writer(conn, table, columns, types, source="json")
+    columns = column_names(keys)
+    types = [value_type(obj.get(k) for obj in batch) for k in keys]
+    writer = TableWriter(conn, table, columns, types, source="json")
     known = set(keys)
     while batch:
         for obj in batch:
@@ -499,9 +314,9 @@ def _import_records(
                 for k in obj.keys() - known:
                     keys.append(k)
                     known.add(k)
-                    writer.add_column(_unique(k.strip() or f"column_{len(keys)}", writer.columns),
-                                      _value_type([obj[k]]))  # fmt: skip
-        writer.insert([[_sql_value(obj.get(k)) for k in keys] for obj in batch])
+                    name = unique_name(k.strip() or f"column_{len(keys)}", writer.columns)
+                    writer.add_column(name, value_type([obj[k]]))
+        writer.insert([[sql_value(obj.get(k)) for k in keys] for obj in batch])
         on_bytes(f.buffer.tell())
         batch = list(islice(records, BATCH_ROWS))
     return writer.rows
@@ -541,13 +356,13 @@ def import_parquet(
             else:
                 types.append("TEXT")
                 plain.append(pa.types.is_string(t) or pa.types.is_large_string(t))
-        writer = _Writer(conn, table, _column_names(schema.names), types, source="parquet")
+        writer = TableWriter(conn, table, column_names(schema.names), types, source="parquet")
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
             columns = []
             for values, is_plain, type_ in zip(batch.columns, plain, types, strict=True):
                 cells = values.to_pylist()
                 if not is_plain:
-                    convert = float if type_ == "REAL" else _sql_value
+                    convert = float if type_ == "REAL" else sql_value
                     cells = [None if v is None else convert(v) for v in cells]
                 columns.append(cells)
             writer.insert(list(zip(*columns, strict=True)))
