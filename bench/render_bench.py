@@ -20,8 +20,8 @@ from rich.console import Console, ConsoleOptions
 from rich.live import Live
 from rich.markdown import Markdown
 
-from chatcli import render
-from chatcli.render import MarkdownStream
+from chatcli import mdstream
+from chatcli.mdstream import MarkdownStream
 
 WORDS = (
     "the query returns rows from each table where the index covers a column value "
@@ -119,14 +119,14 @@ def bench_stream(text: str) -> tuple[float, float, int]:
     parts = chunks(text)
     console = _console()
     frames = 0
-    draw = render._TailView.__rich_console__
+    draw = mdstream._TailView.__rich_console__
 
-    def counting_draw(view: render._TailView, console: Console, options: ConsoleOptions):
+    def counting_draw(view: mdstream._TailView, console: Console, options: ConsoleOptions):
         nonlocal frames
         frames += 1
         return draw(view, console, options)
 
-    render._TailView.__rich_console__ = counting_draw  # type: ignore[method-assign]
+    mdstream._TailView.__rich_console__ = counting_draw  # type: ignore[method-assign]
     try:
         wall, start = time.perf_counter(), time.process_time()
         with MarkdownStream(console) as stream:
@@ -134,7 +134,7 @@ def bench_stream(text: str) -> tuple[float, float, int]:
                 stream.feed(part)
         cpu, wall = time.process_time() - start, time.perf_counter() - wall
     finally:
-        render._TailView.__rich_console__ = draw  # type: ignore[method-assign]
+        mdstream._TailView.__rich_console__ = draw  # type: ignore[method-assign]
     return cpu, wall, frames
 
 
