@@ -103,9 +103,8 @@ def fix_chunk(chunk: dict[str, Any], calls: ToolCallDeltas) -> str | None:
 @functools.cache
 def chat_model_class() -> type:
     """ChatOpenAI with the chunk fixes (made on first use: importing langchain_openai is slow)."""
-    from pydantic import PrivateAttr
-
     ChatOpenAI = chat_openai_class()
+    from pydantic import PrivateAttr
 
     class ChatModel(ChatOpenAI):
         _calls: Any = PrivateAttr(default=None)
@@ -143,11 +142,22 @@ def chat_openai_class() -> type:
     every first turn that chatcli never uses. The package modules are made as Python would make
     them, and the first use of any other name runs the real ``__init__`` (PEP 562), so whoever
     imports ``langchain_openai`` afterwards gets all of it. Any surprise: the plain import."""
+    names = ("langchain_openai", "langchain_openai.chat_models")
+    with _import_lock:  # the preload thread and the turn may both get here first
+        return _import_chat_openai(names)
+
+
+_import_lock = threading.RLock()
+
+
+def _import_chat_openai(names: tuple[str, ...]) -> type:
     import importlib.util
     import sys
     import types
 
-    names = ("langchain_openai", "langchain_openai.chat_models")
+    base = sys.modules.get("langchain_openai.chat_models.base")
+    if base is not None and hasattr(base, "ChatOpenAI"):
+        return base.ChatOpenAI
     if any(name in sys.modules for name in names):
         from langchain_openai import ChatOpenAI
 
