@@ -65,6 +65,7 @@ def env(root: Path, tmp_path: Path, server: FakeOpenAI) -> dict[str, str]:
         OPENAI_API_KEY="sk-test-secret-key-1234",
         OPENAI_BASE_URL=server.base_url,
         CHATCLI_TIMEOUT="10",
+        CHATCLI_HELPER="0",  # no warm helper left behind by a test (tests/test_ask.py starts its own)
         HOME=str(tmp_path / "home"),
         TERM="xterm-256color",
     )
