@@ -28,7 +28,7 @@ def build_prompt(chat: Chat) -> Any:
     path = chat.store.root / "input_history"
     history: History = FileHistory(str(path))
     if (kind := not_regular(path, follow=False)) is not None:  # a FIFO would hang the REPL
-        print_note(chat.err, f"{path} is {kind}, not a file: input history kept for this run only")
+        print_note(chat.err, f"input history kept for this run only: {path} is {kind}, not a file")
         history = InMemoryHistory()
     return PromptSession(
         message=[("class:prompt", "› ")],
