@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import PLAIN, TOOLS, human, invoke, new_session, run_read_only, settle, tree_digest
 
-from chatcli.cli import _hit_rows
+from chatcli.cli.data import _hit_rows
 from chatcli.render import Terminal, print_search_hits
 from chatcli.store import Store, search
 
