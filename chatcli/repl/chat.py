@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config, llm
-from ..errors import ChatcliError, ExitCode, InvalidDatabase, QueryError
+from ..errors import ChatcliError, ExitCode
 from ..render import (
     Terminal,
     print_error,
@@ -24,6 +24,7 @@ from ..store import Session, Store, message_text
 from ..transcript import FINISH_MARKS, steer_notes
 from . import commands, prompt, steer
 from .compose import Attachment, compose
+from .data import AttachedData
 from .reply import ReplyView
 
 REPLAY_TURNS = 3  # turns shown again on resume or /switch
@@ -111,9 +112,7 @@ class Chat:
         self.out, self.err = term.out, term.err  # replies and results; notes and errors
         self.interactive = term.stdin_isatty and self.out.is_terminal
         self.session: Session | None = None
-        self.db: Any = None  # sql.ReadOnlyDatabase of the open session, opened on demand
-        self._db_key: Any = None  # which file (inode, mtime, size) or URL self.db has open
-        self._db_unusable: Any = None  # the attached source last said to be unusable
+        self.data = AttachedData(store, settings, term)  # the open session's database
         self._created: str | None = None  # made by this run: forgotten if left without a message
         self.failed = False  # did any line fail? piped runs exit 1 then, for scripts
         self._facts: dict[tuple[str | None, str], llm.ServerFacts] = {}
@@ -157,7 +156,7 @@ class Chat:
     def open(self, sid: str, session: Session | None = None) -> None:
         """Make ``sid`` the open session; the previous history is dropped from memory."""
         new = session or self.store.open(sid)
-        self._close_db()
+        self.data.close()
         self.session = new
 
     def new_session(self, title: str | None) -> str:
@@ -184,108 +183,24 @@ class Chat:
         self.session.meta = self.store.update_meta(self.sid, **fields)
 
     def has_db(self) -> bool:
-        return self.session is not None and self._db_source() is not None
-
-    def _db_source(self) -> Any:
-        """What the session has attached: ("postgres", url), the copy's (inode, mtime, size) —
-        another process may have replaced it since — or None."""
-        from ..sql.attach import session_url
-
-        if url := session_url(self.store, self.sid):
-            return ("postgres", url)
-        with contextlib.suppress(OSError):
-            st = self.store.db_path(self.sid).stat()
-            if st.st_size > 0:
-                return (st.st_ino, st.st_mtime_ns, st.st_size)
-        return None
+        return self.session is not None and self.data.source(self.sid) is not None
 
     def database(self) -> Any:
-        """The open session's attached database, read-only, or None: a live PostgreSQL database
-        when the session has a URL, else its SQLite copy in the sandbox (reopened when the file
-        was replaced: a worker with the old file open would keep seeing the old tables)."""
-        key = self._db_source()
-        if self.db is not None and key != self._db_key:
-            self._close_db()
-        if self.db is None and key is not None:
-            if key[0] == "postgres":
-                self.db = self._open_postgres(key[1])
-            else:
-                from ..sql import ReadOnlyDatabase
-
-                try:
-                    self.db = ReadOnlyDatabase(
-                        self.store.db_path(self.sid), timeout=self.settings["sql_timeout"]
-                    )
-                except InvalidDatabase as e:  # damaged, or put in WAL mode by another program
-                    raise InvalidDatabase(
-                        f"the attached database copy cannot be used: {e}; attach the original "
-                        "again with /attach PATH, or remove the copy with /detach"
-                    ) from None
-            self._db_key = key
-        return self.db
-
-    def _database_for_turn(self) -> Any:
-        """database() for a turn with the model: a copy that cannot be used must not block plain
-        chat. The turn goes on without it; one line (once per file) says what is wrong."""
-        try:
-            db = self.database()
-            if db is not None:
-                db.schema_summary()  # kept: the turn's system prompt reads it again
-            return db
-        except (InvalidDatabase, QueryError) as e:
-            self._close_db()
-            key = self._db_source()
-            if key != self._db_unusable:
-                self._db_unusable = key
-                print_note(self.err, f"warning: {e}; chatting without it")
-            return None
-
-    def _open_postgres(self, url: str) -> Any:
-        from ..sql.attach import open_postgres
-
-        db, notes = open_postgres(
-            url,
-            timeout=self.settings["sql_timeout"],
-            allow_superuser=self.settings["pg_allow_superuser"],
-        )
-        for note in notes:  # a role that could write: said once per process (sql.attach)
-            print_note(self.err, note)
-        return db
+        """The open session's attached database, read-only, or None (see AttachedData.get)."""
+        return self.data.get(self.sid)
 
     def attach(
         self, sources: Sequence[str | Path], *, replace: bool = False, confirm: Any = None
     ) -> Any:
         """Attach files or a postgresql:// URL (sql.attach.attach_sources); returns what was
         done (sql.attach.Attached)."""
-        from ..attaching import attach
-
-        self._close_db()  # its worker has the old file open
-        return attach(
-            self.store,
-            self.term,
-            self.sid,
-            sources,
-            replace=replace,
-            confirm=confirm,
-            settings=self.settings,
-        )
+        return self.data.attach(self.sid, sources, replace=replace, confirm=confirm)
 
     def detach(self) -> Path | None:
         """Remove the attached copy (returns where it is kept) or PostgreSQL URL (None)."""
-        from ..sql.attach import URL_KEY, session_url
+        from ..sql.attach import URL_KEY
 
-        if not self.has_db():
-            raise ChatcliError("no database is attached")
-        self._close_db()
-        if session_url(self.store, self.sid):
-            self.update_meta(**{URL_KEY: None})
-            return None
-        return self.store.detach_db(self.sid)
-
-    def _close_db(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None
+        return self.data.detach(self.sid, forget_url=lambda: self.update_meta(**{URL_KEY: None}))
 
     def forget_if_unused(self) -> None:
         """A session created by this run and left without a message is not worth keeping."""
@@ -304,7 +219,7 @@ class Chat:
         except _Terminated as e:
             return 128 + e.signum
         finally:
-            self._close_db()
+            self.data.close()
             self.forget_if_unused()
 
     def _piped(self) -> int:
@@ -395,7 +310,7 @@ class Chat:
         """Stream the model's answer to ``history`` and save what it sends as it ends.
         ``retry_of``: the answer replaces the reply saved from that file index on (/retry)."""
         assert self.session is not None
-        db = self._database_for_turn()
+        db = self.data.for_turn(self.sid)
         view = self.reply_view()
 
         def execute(name: str, args: dict[str, Any]) -> str:

@@ -169,9 +169,7 @@ class OneShot(Chat):
 
     def close(self) -> None:
         """The database (if one was opened) closed; nothing else is left open."""
-        db, self.db = self.db, None
-        if db is not None:
-            db.close()
+        self.data.close()
 
     def _print_json(self, added: list[dict[str, Any]]) -> None:
         last = next((m for m in reversed(added) if m.get("type") == "ai"), None)
