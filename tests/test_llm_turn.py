@@ -283,3 +283,12 @@ def test_a_timeout_says_how_many_tries_were_made(server: FakeOpenAI, chatcli) ->
     result = chatcli("new", input="hello?\n", CHATCLI_TIMEOUT="1")
     assert result.returncode == 1
     assert "did not answer within 1 s (2 tries)" in result.stderr
+
+
+def test_a_reply_that_could_begin_a_think_tag_is_shown_whole(
+    root: Path, server: FakeOpenAI, chatcli
+) -> None:
+    server.reply("<thi")  # held back while it might become <think>, then shown at the end
+    result = chatcli("new", input="?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "<thi\n"

@@ -250,6 +250,8 @@ class Turn:
                 if isinstance(chunk.content, str) and chunk.content:
                     for is_thinking, text in self._think.feed(chunk.content):
                         yield ThinkingDelta(text) if is_thinking else TextDelta(text)
+            for is_thinking, text in self._think.flush():  # what could have begun a tag
+                yield ThinkingDelta(text) if is_thinking else TextDelta(text)
         except openai.APIStatusError as e:
             if self._acc is None:
                 kind = srv.refusal_kind(e.status_code, _detail(e), tools=self._tools)
