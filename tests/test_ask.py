@@ -136,6 +136,21 @@ def test_session_prefix_adds_to_that_session(ask, server, root):
     assert [m["data"]["content"] for m in read_memory(root, first)][-2:] == ["more", "echo: more"]
 
 
+def test_model_on_a_continued_session_keeps_its_system_prompt(ask, server, root):
+    assert ask("--system", "be brief", "one").returncode == 0
+    sid = only_session(root)
+    assert ask("-s", sid, "--model", "other-model", "two").returncode == 0
+    meta = json.loads((root / "meta" / f"{sid}.json").read_text())
+    assert (meta["system"], meta["model"]) == ("be brief", "other-model")
+
+
+def test_system_on_a_continued_session_keeps_its_model(ask, server, root):
+    assert ask("--model", "first-model", "one").returncode == 0
+    assert ask("-c", "--system", "be brief", "two").returncode == 0
+    meta = json.loads((root / "meta" / f"{only_session(root)}.json").read_text())
+    assert (meta["system"], meta["model"]) == ("be brief", "first-model")
+
+
 def test_title_comes_from_the_prompt(ask, chatcli, server, root):
     assert ask("what   is a monad", input="some context").returncode == 0
     listing = json.loads(chatcli("list", "--json").stdout)

@@ -106,8 +106,10 @@ def ask(
         sid = store.create(title=title, model=settings["model"], system=system)
     chat = OneShot(store, settings, api_key, term=term, as_json=as_json)
     try:
-        if not created and (model or system):
-            store.update_meta(sid, model=model or None, system=system or None)
+        # only the fields given: update_meta takes None as "remove"
+        given = {k: v for k, v in (("model", model), ("system", system)) if v}
+        if not created and given:
+            store.update_meta(sid, **given)
         if db:
             from ..attaching import attach, report
 
