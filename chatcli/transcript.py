@@ -21,7 +21,8 @@ FINISH_MARKS = {
 def steer_notes(messages: list[dict[str, Any]]) -> dict[int, str]:
     """What /history and exports say beside a message chatcli's marks changed the meaning of:
     a reply /retry replaced, a /compress summary (see storage/README.md)."""
-    from .llm.request import mark_of, replaced_by_retry
+    from .llm.request import replaced_by_retry
+    from .store.messages import mark_of
 
     replaced = "replaced by /retry; no longer sent to the model"
     notes = dict.fromkeys(replaced_by_retry(messages), replaced)

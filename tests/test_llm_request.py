@@ -14,7 +14,8 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.utils import count_tokens_approximately
 
-from chatcli.llm.request import MARK, build, plan
+from chatcli.llm.request import build, plan
+from chatcli.store.messages import MARK
 
 
 def prepare_messages(history: list[dict], *, system: str | None, budget: int) -> list:

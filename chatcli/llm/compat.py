@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from .turn import REASONING
+from .request import REASONING
 
 _DONE = b"data: [DONE]"
 

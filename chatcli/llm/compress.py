@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ModelError
+from ..store.messages import MARK, mark_of
 from ..store.usage import Usage
-from .request import MARK, mark_of, plan, role_of, summary_start
+from .request import plan, role_of, summary_start
 from .turn import Model, Note, Saved, Turn
 
 KEEP_TURNS = 2  # the newest turns kept verbatim

@@ -24,9 +24,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..store.messages import replace_surrogates
+from ..store.messages import mark_of, replace_surrogates
 
-MARK = "chatcli"  # chatcli's own key in additional_kwargs; LangChain keeps it, servers never see it
+REASONING = "reasoning_content"  # where thinking is kept in a stored AI message (never sent)
+
 _CHARS_PER_TOKEN = 3  # a cheap first cut before LangChain's own approximate count
 
 _ROLES = {
@@ -48,13 +49,6 @@ def role_of(message: dict[str, Any]) -> str | None:
     if kind in ("chat", "ChatMessageChunk"):
         return _CHAT_ROLES.get(str(message.get("data", {}).get("role")))
     return _ROLES.get(str(kind))
-
-
-def mark_of(message: dict[str, Any]) -> dict[str, Any]:
-    """chatcli's marks on a stored message (empty when it has none)."""
-    extra = message.get("data", {}).get("additional_kwargs")
-    mark = extra.get(MARK) if isinstance(extra, dict) else None
-    return mark if isinstance(mark, dict) else {}
 
 
 @dataclass

@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DamagedSession, ModelError
+from ..store.messages import MARK
 from ..store.usage import Usage
 from . import server as srv
-from .request import MARK, Request, build
+from .request import REASONING, Request, build
 from .server import ServerFacts
 
 MAX_TOOL_ROUNDS = 8
 MAX_RETRIES = 1
 CONNECT_TIMEOUT = 5.0
-REASONING = "reasoning_content"  # where thinking is kept in a stored AI message
 _REPLY_RESERVE = 1024  # tokens kept free for the reply when the server's context is known
 
 

@@ -12,7 +12,8 @@ from ..errors import ChatcliError
 from ..llm.compress import KEEP_TURNS, cut_point, summarize
 from ..render import Terminal, Waiting, print_note, print_table
 from ..store import Store
-from ..store.usage import MARK, Usage, totals, totals_by_model
+from ..store.messages import MARK
+from ..store.usage import Usage, totals, totals_by_model
 
 if TYPE_CHECKING:
     from .chat import Chat
@@ -166,7 +167,8 @@ def start_compress(store: Store, term: Terminal, sid: str, *, keep_turns: int) -
 def retry_point(history: list[dict[str, Any]]) -> int | None:
     """The file index of the reply ``/retry`` replaces (the model's messages after the last human
     one); None when the last human message has no reply yet (it is just answered)."""
-    from ..llm.request import mark_of, role_of
+    from ..llm.request import role_of
+    from ..store.messages import mark_of
 
     last_human = max((i for i, m in enumerate(history) if role_of(m) == "human"), default=None)
     if last_human is None:

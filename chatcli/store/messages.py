@@ -8,12 +8,12 @@ layer's job, which keeps ``chatcli list`` free of LangChain imports.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
+
+from ..text import replace_surrogates
 
 TITLE_WIDTH = 60
 
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _BOM = "\ufeff".encode()
 
 # Every "type" that langchain_core.messages.messages_from_dict can load.
@@ -92,11 +92,6 @@ def message_text(message: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts if p)
 
 
-def replace_surrogates(text: str) -> str:
-    """``text`` with lone surrogates (invalid UTF-8 typed at a broken terminal) as U+FFFD."""
-    return _SURROGATE_RE.sub("\ufffd", text)
-
-
 def shorten(text: str, width: int = TITLE_WIDTH) -> str:
     text = " ".join(displayable(text).split())
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
@@ -146,3 +141,13 @@ def appended_bytes(existing: bytes, new: list[dict[str, Any]]) -> bytes:
             head += b","
     items = b",\n".join(dump_json(m) for m in new)
     return head + b"\n" + items + b"\n]\n"
+
+
+MARK = "chatcli"  # chatcli's own key in additional_kwargs: LangChain keeps it, servers never see it
+
+
+def mark_of(message: dict[str, Any]) -> dict[str, Any]:
+    """chatcli's marks on a stored message (empty when it has none; storage/README.md)."""
+    extra = message.get("data", {}).get("additional_kwargs")
+    mark = extra.get(MARK) if isinstance(extra, dict) else None
+    return mark if isinstance(mark, dict) else {}

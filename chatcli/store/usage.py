@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-MARK = "chatcli"  # the key of chatcli's marks in additional_kwargs (llm.request.MARK is this one)
+from .messages import mark_of
+
 UNKNOWN_MODEL = "(unknown model)"
 
 
@@ -35,13 +36,6 @@ class Usage:
         """``412 in · 96 out``, with ``≈`` before an estimate."""
         approx = "≈" if self.estimated else ""
         return f"{approx}{self.input} in · {approx}{self.output} out"
-
-
-def mark_of(message: dict[str, Any]) -> dict[str, Any]:
-    """chatcli's marks on a stored message (empty when it has none)."""
-    extra = message.get("data", {}).get("additional_kwargs")
-    mark = extra.get(MARK) if isinstance(extra, dict) else None
-    return mark if isinstance(mark, dict) else {}
 
 
 def usage_of(message: dict[str, Any]) -> Usage | None:
