@@ -16,6 +16,7 @@ from .store import Store, parse_messages, validate_messages
 from .store.files import NotRegularFile, read_regular
 from .store.layout import MEMORY_LIMIT
 from .store.messages import parse_json
+from .text import replace_surrogates
 
 FORMATS = ("md", "json")
 _OPENAI_KINDS = {
@@ -44,7 +45,8 @@ def export_session(store: Store, sid: str, *, fmt: str = "md") -> bytes:
         from .transcript import to_markdown
 
         session = store.open(sid, read_only=True)  # a linked memory file exports too
-        return to_markdown(session.title, session.messages).encode("utf-8")
+        # lone surrogates (piped invalid UTF-8, kept exactly in memory) cannot be UTF-8 encoded
+        return replace_surrogates(to_markdown(session.title, session.messages)).encode("utf-8")
     raise ChatcliError(f"unknown export format {fmt!r} (expected {' or '.join(FORMATS)})")
 
 
@@ -65,11 +67,20 @@ def import_file(store: Store, path: Path, *, title: str | None = None) -> tuple[
     return import_bytes(store, raw, title=title, source=path)
 
 
-def read_stdin(stream: BinaryIO) -> bytes:
-    """What ``import -`` reads: all of stdin, up to the memory-file limit (/dev/zero ends)."""
-    raw = stream.read(MEMORY_LIMIT + 1)
+_SNIFF = 8192  # bytes of piped text looked at for a NUL before the rest is read
+
+
+def read_stdin(stream: BinaryIO, *, text: bool = False) -> bytes:
+    """What ``import -`` and ``ask`` read: all of stdin, up to the memory-file limit (/dev/zero
+    ends). With ``text``, binary input (a NUL in its first 8 KiB) is refused before the rest is
+    read, so ``ask < /dev/zero`` stops at once instead of reading 512 MiB of zeros."""
+    head = stream.read(_SNIFF) if text else b""
+    if b"\0" in head:
+        raise ChatcliError("the piped input is binary, not text; nothing was sent")
+    raw = head + stream.read(MEMORY_LIMIT + 1 - len(head))
     if len(raw) > MEMORY_LIMIT:
-        raise ChatcliError(f"cannot import: stdin holds over {MEMORY_LIMIT >> 20} MiB")
+        what = "send" if text else "import"
+        raise ChatcliError(f"cannot {what}: stdin holds over {MEMORY_LIMIT >> 20} MiB")
     return raw
 
 

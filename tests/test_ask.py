@@ -109,6 +109,43 @@ def test_refused_file_sends_nothing_and_makes_no_session(ask, server, tmp_path, 
     assert not list((root / "memory").glob("*.json")) if (root / "memory").exists() else True
 
 
+def test_endless_binary_stdin_is_refused_at_once(env, server, root):
+    """`ask < /dev/zero`: refused after its first bytes, not read until memory runs out (the
+    address space is capped, so a read without a bound fails instead of filling the machine)."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    with open("/dev/zero", "rb") as zero:
+        result = subprocess.run(
+            [CHATCLI, "ask", "explain"],
+            stdin=zero,
+            env={**env, "CHATCLI_HELPER": "0"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=cap,
+        )
+    assert result.returncode == 1, result.stderr
+    assert_clean_error(result.stderr)
+    assert "the piped input is binary" in result.stderr
+    assert server.requests == [] and not list((root / "memory").glob("*.json"))
+
+
+def test_piped_text_over_the_limit_is_refused(monkeypatch):
+    """The bound `ask` reads stdin with (transfer.read_stdin, shared with `import -`)."""
+    import io
+
+    from chatcli import transfer
+    from chatcli.errors import ChatcliError
+
+    monkeypatch.setattr(transfer, "MEMORY_LIMIT", 10_000)
+    assert transfer.read_stdin(io.BytesIO(b"x" * 10_000), text=True) == b"x" * 10_000
+    with pytest.raises(ChatcliError, match="cannot send: stdin holds over"):
+        transfer.read_stdin(io.BytesIO(b"x" * 10_001), text=True)
+
+
 def test_nothing_to_ask_exits_2(ask, server):
     result = ask(input="")
     assert result.returncode == 2

@@ -12,6 +12,7 @@ is saved (each save is fsynced) and flushed: tearing LangChain's modules down co
 from __future__ import annotations
 
 import gc
+import io
 import json
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from .. import config, llm
 from ..errors import ChatcliError, ExitCode
 from ..render import Terminal, print_error, print_note
 from ..store import Store, message_text
+from ..store.layout import MEMORY_LIMIT
 from ..store.messages import shorten
 from ..store.usage import usage_of
 from .chat import Chat
@@ -251,10 +253,13 @@ def _write(term: Terminal, text: str) -> None:
 
 
 def _read_stdin(term: Terminal) -> str | None:
-    """Piped content: all of it, as text (invalid UTF-8 replaced); binary input refused."""
+    """Piped content as text (invalid UTF-8 replaced), read with transfer's bound; binary input
+    refused."""
+    from ..transfer import read_stdin
+
     stream = term.stdin
     buffer = getattr(stream, "buffer", None)
-    data = buffer.read() if buffer is not None else stream.read().encode("utf-8", "replace")
-    if b"\0" in data[:8192]:
-        raise ChatcliError("the piped input is binary, not text; nothing was sent")
+    if buffer is None:  # a text stream without bytes underneath (a test's StringIO)
+        buffer = io.BytesIO(stream.read(MEMORY_LIMIT + 1).encode("utf-8", "replace"))
+    data = read_stdin(buffer, text=True)
     return data.decode("utf-8", "replace").removeprefix("\ufeff") or None
