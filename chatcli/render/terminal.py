@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..text import replace_surrogates
+
 # Rich's modules are imported where they are used: `chatcli list` piped to a file must not pay
 # ~40 ms for rich.markdown (and pygments, markdown-it) that it never uses, nor ~50 ms for a
 # Console it never prints through.
@@ -41,13 +43,12 @@ def sanitize(text: str) -> str:
     """Replace terminal control characters (except newline and tab) with visible placeholders.
 
     C0 controls become their Unicode control picture (ESC -> "␛", BEL -> "␇", CR -> "␍"),
-    DEL becomes "␡" and C1 controls become ``\\xNN``.  Everything else, including emoji,
-    CJK and right-to-left text, is returned unchanged.
+    DEL becomes "␡" and C1 controls become ``\\xNN``.  Lone surrogates (invalid UTF-8 that
+    chatcli read with surrogateescape and keeps exactly in memory) become U+FFFD: a strict UTF-8
+    stream could not print them.  Everything else, including emoji, CJK and right-to-left text,
+    is returned unchanged.
     """
-    return text.translate(_CONTROL_TABLE)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+    return replace_surrogates(text).translate(_CONTROL_TABLE)
 
 
 def shorten(text: str, cells: int) -> str:
@@ -59,7 +60,7 @@ def shorten(text: str, cells: int) -> str:
     """
     from rich.cells import cell_len, set_cell_size
 
-    text = " ".join(_SURROGATE.sub("\ufffd", text).split())
+    text = " ".join(replace_surrogates(text).split())
     if cell_len(text) <= cells:
         return text
     # set_cell_size pads with a space where a wide character would straddle the edge
@@ -181,7 +182,7 @@ def say(stream: TextIO, text: str) -> None:
     """One plain line of chatcli's own (a success line, a hint) on ``stream``, sanitized as error
     lines are: a title or a file name in it cannot emit a raw ESC or C1 control. Lone surrogates
     (a file name that is not UTF-8) become U+FFFD instead of failing to encode."""
-    stream.write(_SURROGATE.sub("\ufffd", sanitize(text)) + "\n")
+    stream.write(sanitize(text) + "\n")
     stream.flush()
 
 

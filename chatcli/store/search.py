@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from ..errors import ChatcliError, StorageError
+from ..text import replace_surrogates
 from . import cachedb
 from .files import read_regular, scan_stats
 from .layout import MEMORY_LIMIT, MEMORY_NAME_RE, SEARCH_FILE
@@ -209,7 +210,9 @@ def searchable_text(message: dict[str, Any]) -> str:
             args = call.get("args")
             parts.append(str(call.get("name") or ""))
             parts += [str(v) for v in args.values()] if isinstance(args, dict) else [str(args)]
-    return "\n".join(p for p in parts if p).translate(_STRIP_MARKERS)
+    # SQLite takes only valid UTF-8: a lone surrogate (piped invalid UTF-8, kept exactly in memory)
+    # would fail every search, not just this session's
+    return replace_surrogates("\n".join(p for p in parts if p).translate(_STRIP_MARKERS))
 
 
 # ---------------------------------------------------------------------------------------------
