@@ -150,10 +150,7 @@ def _answered(
         name = str(call.get("name") or "unknown")
         answer = results.get(call_id)
         if invalid:
-            error = call.get("error") or "not valid JSON"
-            args = call.get("args")
-            text = f"error: the arguments were not valid JSON: {error} (got {args!r:.200})"
-            answer = answer or _tool(call_id, name, text)
+            answer = answer or _tool(call_id, name, invalid_arguments(call))
             call = {"name": name, "args": {}, "id": call_id, "type": "tool_call"}
         elif answer is None:
             continue  # never ran (the turn was interrupted): keep the words, not the call
@@ -172,6 +169,12 @@ def _answered(
         return []  # an empty assistant message tells the model nothing and some servers refuse it
     ai = {"type": "ai", "data": {"content": content, "tool_calls": calls}}
     return [ai, *answers]
+
+
+def invalid_arguments(call: dict[str, Any]) -> str:
+    """The tool result for a call whose arguments were not valid JSON: enough to try again."""
+    error = call.get("error") or "not valid JSON"
+    return f"error: the arguments were not valid JSON: {error} (got {call.get('args')!r:.200})"
 
 
 def _tool(call_id: str, name: str, text: str) -> dict[str, Any]:

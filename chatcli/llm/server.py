@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 PROBE_SECONDS = 2.0
@@ -32,23 +32,6 @@ class ServerFacts:
     tools: bool | None = None  # False: the server said it cannot take tools
     stream_usage: bool = True  # False: the server refused ``stream_options``
     models: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> ServerFacts:
-        if not isinstance(data, dict):
-            return cls()
-        context = data.get("context")
-        tools = data.get("tools")
-        models = data.get("models")
-        return cls(
-            context=context if isinstance(context, int) and context > 0 else None,
-            tools=tools if isinstance(tools, bool) else None,
-            stream_usage=data.get("stream_usage") is not False,
-            models=[m for m in models if isinstance(m, str)] if isinstance(models, list) else [],
-        )
 
 
 def root_of(base_url: str) -> str:

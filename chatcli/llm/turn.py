@@ -16,7 +16,7 @@ from ..errors import DamagedSession, ModelError
 from ..store.messages import MARK
 from ..store.usage import Usage
 from . import server as srv
-from .request import REASONING, Request, build
+from .request import REASONING, Request, build, invalid_arguments
 from .server import ServerFacts
 
 MAX_TOOL_ROUNDS = 8
@@ -173,7 +173,7 @@ class Turn:
             for call in invalid:  # answered, so the model can learn from it and try again
                 name = str(call.get("name") or "a tool")
                 yield Note(f"the model called {name} with arguments that are not valid JSON")
-                results.append(_tool_dict(_invalid_args(call), call["id"], name))
+                results.append(_tool_dict(invalid_arguments(call), call["id"], name))
             # Until the results are saved, Ctrl-C keeps the words of this message (not its calls)
             self._acc = None
             self.history += [message, *results]
@@ -365,11 +365,6 @@ def _detail(e: Any) -> str:
 
 def _status_line(status: int, detail: str) -> str:
     return f"the model server answered HTTP {status}: {detail}".rstrip(": ")
-
-
-def _invalid_args(call: dict[str, Any]) -> str:
-    error = call.get("error") or "not valid JSON"
-    return f"error: the arguments were not valid JSON: {error} (got {call.get('args')!r:.200})"
 
 
 def _plain_ai(message: Any) -> Any:
