@@ -232,6 +232,22 @@ def test_json_is_one_object(ask, server, root):
     assert result.stdout.count("\n") == 1
 
 
+def test_json_on_a_terminal_escapes_c1_controls(env, server, root):
+    """json.dumps leaves C1 controls raw; on a terminal a CSI (U+009B) must be \\u009b."""
+    pexpect = pytest.importorskip("pexpect")
+    server.reply("red \x9b31m text \x7f")
+    child = pexpect.spawn(
+        CHATCLI, ["ask", "--json", "hi"], env={**env, "CHATCLI_HELPER": "0"}, timeout=30
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    out: bytes = child.before
+    assert child.exitstatus == 0, out
+    assert b"\xc2\x9b" not in out and b"\x7f" not in out
+    line = next(x for x in out.splitlines() if x.startswith(b"{"))
+    assert json.loads(line)["reply"] == "red \x9b31m text \x7f"
+
+
 # --- exit status -------------------------------------------------------------------------
 
 

@@ -143,17 +143,6 @@ def fail(error: ChatcliError) -> None:
     echo(error_line(str(error)), err=True)  # sanitized: a path given may hold escapes
 
 
-def write_json(term: Terminal, data: bytes) -> None:
-    """JSON on stdout: exact to a pipe or file; on a terminal with C1 controls escaped too."""
-    if term.stdout_isatty:
-        from ..render import terminal_json
-
-        data = terminal_json(data)
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data + b"\n")
-    sys.stdout.buffer.flush()
-
-
 def log_exception(ctx: typer.Context) -> str:
     """Write the traceback of an unexpected error to the log file; say where it went."""
     try:

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ExitCode
-from .app import SessionId, app, cli_state, confirm, echo, write_json
+from ..render import write_json
+from .app import SessionId, app, cli_state, confirm, echo
 
 
 @app.command("attach-db")

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from ..errors import ExitCode
-from ..render import error_line
-from .app import ModelOption, SessionId, app, cli_state, complete_session, echo, write_json
+from ..render import error_line, write_json
+from .app import ModelOption, SessionId, app, cli_state, complete_session, echo
 
 
 @app.command("list")

@@ -5,7 +5,8 @@ from files can never emit raw terminal escape sequences.  When a console is not 
 (piped output, tests) nothing is rendered: text is written through as-is, so scripts see
 exactly what the model said, with no escape codes.  Streamed replies: :mod:`chatcli.mdstream`.
 
-The modules: :mod:`.terminal` (Terminal, sanitize, shorten, say, terminal_json, write_plain),
+The modules: :mod:`.terminal` (Terminal, sanitize, shorten, say, terminal_json,
+write_json, write_plain),
 :mod:`.lines` (errors, notes, styled lines, Markdown), :mod:`.tables` (tables, search hits, the
 session listing), :mod:`.progress` (Waiting, ImportProgress).  None imports Rich at load time.
 """
@@ -16,7 +17,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .lines import error_line, print_error, print_markdown, print_note, print_styled
-from .terminal import Terminal, sanitize, say, shorten, terminal_json, write_plain
+from .terminal import (
+    Terminal,
+    sanitize,
+    say,
+    shorten,
+    terminal_json,
+    write_json,
+    write_plain,
+)
 
 if TYPE_CHECKING:
     from .progress import ImportProgress, Waiting
@@ -69,5 +78,6 @@ __all__ = [
     "say",
     "shorten",
     "terminal_json",
+    "write_json",
     "write_plain",
 ]

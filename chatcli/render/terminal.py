@@ -195,3 +195,20 @@ def terminal_json(data: bytes) -> bytes:
     become ``\\u009b``-style escapes (the same value once parsed). JSON is ASCII outside its
     strings, so they can only occur inside one. Pipes and files get the exact bytes instead."""
     return _RAW_IN_JSON.sub(lambda m: b"\\u%04x" % ord(m[0].decode("utf-8")), data)
+
+
+def write_json(term: Terminal, data: bytes) -> None:
+    """JSON (UTF-8 bytes, no newline) as one line on stdout: exact to a pipe or file; on a
+    terminal with C1 controls and DEL escaped too (:func:`terminal_json`). Every JSON output
+    (``list --json``, ``search --json``, ``ask --json``) goes out here."""
+    if term.stdout_isatty:
+        data = terminal_json(data)
+    stream = term.stdout
+    stream.flush()  # whatever text went before stays before
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a text stream without bytes underneath (Terminal.in_memory)
+        stream.write(data.decode("utf-8", "replace") + "\n")
+        stream.flush()
+        return
+    buffer.write(data + b"\n")
+    buffer.flush()

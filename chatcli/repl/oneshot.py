@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import config, llm
 from ..errors import ChatcliError, ExitCode
-from ..render import Terminal, print_error, print_note
+from ..render import Terminal, print_error, print_note, write_json
 from ..store import Store, message_text
 from ..store.layout import MEMORY_LIMIT
 from ..store.messages import shorten
@@ -195,7 +195,7 @@ class OneShot(Chat):
                 "estimated": usage.estimated,
             },
         }
-        _write(self.term, json.dumps(obj, ensure_ascii=False) + "\n")
+        write_json(self.term, json.dumps(obj, ensure_ascii=False).encode("utf-8", "replace"))
 
 
 class PlainView:
