@@ -554,3 +554,18 @@ def test_shorten_counts_terminal_cells_not_characters(text: str) -> None:
 
 def test_shorten_leaves_what_fits_and_puts_it_on_one_line() -> None:
     assert shorten("東京\n  の天気", 12) == "東京 の天気"  # 11 cells
+
+
+# --- the import progress bar -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["sales[/x].csv", "[bold]plain[/bold].csv", "a\x1b[31mb.csv"])
+def test_import_progress_shows_the_file_name_as_it_is(label):
+    """The label is a file name, not Rich markup: brackets neither raise nor style."""
+    from chatcli.render import ImportProgress, sanitize
+
+    console = terminal_console(color_system="truecolor", width=120)
+    with ImportProgress(console, label, delay=0) as bar:
+        bar(5, 10)
+    out = console_output(console)
+    assert sanitize(label) in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)

@@ -71,7 +71,8 @@ class ImportProgress:
             )
 
             self._bar = Progress(
-                TextColumn("{task.description}", style="dim"),
+                # a file name, not markup: "sales[/x].csv" would raise, "[bold]" style
+                TextColumn("{task.description}", style="dim", markup=False),
                 BarColumn(),
                 DownloadColumn(),
                 TimeRemainingColumn(),
