@@ -47,6 +47,18 @@ def test_a_url_with_a_password_is_stored_without_it(
     assert pg.reader_password not in result.stdout + result.stderr
 
 
+def test_a_new_postgres_session_left_at_once_is_kept(
+    root: Path, pg: PgSample, pg_env: dict[str, str], chatcli
+) -> None:
+    """`new --db postgresql://...` then Ctrl-D: the URL is the session's data, not nothing."""
+    env = {**pg_env, "PGPASSWORD": pg.reader_password}
+    result = chatcli("new", "--db", pg.url(pg.reader), input="", **env)
+    assert result.returncode == 0, result.stderr
+    sid = only_session(root)
+    meta = json.loads((root / "meta" / f"{sid}.json").read_text())
+    assert meta["db_url"] == pg.url(pg.reader)
+
+
 def test_the_model_queries_postgres_in_its_dialect(
     root: Path, pg: PgSample, pg_env: dict[str, str], server: FakeOpenAI, chatcli
 ) -> None:

@@ -226,6 +226,22 @@ def test_a_session_trashed_while_open_is_not_split_by_the_next_save(example_root
     assert len(store.open(PLAIN).messages) == 4
 
 
+def test_a_session_holding_only_a_database_url_is_not_discarded(root: Path) -> None:
+    store = Store(root)
+    sid = store.create(title="pg")
+    store.update_meta(sid, db_url="postgresql://reader@localhost/shop")
+    assert store.discard_if_empty(sid) is False
+    assert store.read_meta(sid)["db_url"] == "postgresql://reader@localhost/shop"
+    assert store.memory_path(sid).exists()
+
+
+def test_an_unused_session_is_discarded(root: Path) -> None:
+    store = Store(root)
+    sid = store.create(title="nothing", model="m")
+    assert store.discard_if_empty(sid) is True
+    assert not store.memory_path(sid).exists() and not store.meta_path(sid).exists()
+
+
 def test_replacing_or_detaching_a_database_keeps_the_old_copy(example_root: Path) -> None:
     store = Store(example_root)
     old = store.db_path(TOOLS).read_bytes()

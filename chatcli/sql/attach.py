@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatcli.errors import ChatcliError, DataFileError, QueryError, TableExists
+from chatcli.store.layout import URL_KEY  # the meta field of a PostgreSQL URL: the store's
 
 from .copy import connect_ro, copy_database, validate_database
 
@@ -42,7 +43,6 @@ __all__ = [
     "session_url",
 ]
 
-URL_KEY = "db_url"  # the meta field holding a session's PostgreSQL URL (never a password)
 PASSWORD_NOTE = (
     "the password in the URL was not saved (chatcli stores none); for later runs set "
     "PGPASSWORD, add the role to ~/.pgpass, or use a service file (PGSERVICE)"

@@ -37,7 +37,10 @@ MEMORY_LIMIT = 512 << 20  # bytes of a memory file (or an imported conversation)
 META_LIMIT = 16 << 20  # bytes of a metadata file
 TITLE_LIMIT = 1000  # characters of a title kept when read; longer ones are shortened
 MODEL_LIMIT = 1000  # characters of a model name; a longer one is no model name: ignored
-META_TEXT = ("title", "model", "system", "created", "db_url")  # chatcli's fields: strings only
+# The meta field holding a session's PostgreSQL URL (never a password): the session's data as
+# much as a db/ file is. Named here, where the store needs it; sql.attach uses this one.
+URL_KEY = "db_url"
+META_TEXT = ("title", "model", "system", "created", URL_KEY)  # chatcli's fields: strings only
 
 
 def checked_id(sid: str) -> str:

@@ -20,7 +20,7 @@ from .files import (
     not_regular,
     read_regular,
 )
-from .layout import DB_DIR, MEMORY_DIR, MEMORY_LIMIT, META_DIR, Layout, checked_id
+from .layout import DB_DIR, MEMORY_DIR, MEMORY_LIMIT, META_DIR, URL_KEY, Layout, checked_id
 from .listing import Listing, SessionInfo
 from .messages import appended_bytes, dump_json, first_human_title, parse_messages
 from .usage import safe_cut
@@ -167,12 +167,15 @@ class Store(Layout):
         return new, at
 
     def discard_if_empty(self, sid: str) -> bool:
-        """Remove a session that holds no message and no database (one just made and not used)."""
+        """Remove a session that holds no message and no database, neither a db/ file nor a
+        PostgreSQL URL (one just made and not used)."""
         with self.lock(sid):
             try:
                 if not_regular(self.memory_path(sid), follow=False):
                     return False  # not the file create() made
                 if parse_messages(_read_memory(self.memory_path(sid))) or self.has_db(sid):
+                    return False
+                if self.read_meta(sid).get(URL_KEY):
                     return False
             except (OSError, ValueError):
                 return False
