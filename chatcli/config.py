@@ -87,6 +87,9 @@ def log_exception(root: Path, what: str) -> str:
     Returns " (details in PATH)" to end the one-line message with, or "" if it cannot be written.
     """
     import logging
+    import traceback
+
+    from .text import strip_passwords
 
     path = log_path(root)
     try:
@@ -99,7 +102,9 @@ def log_exception(root: Path, what: str) -> str:
     log = logging.getLogger("chatcli")
     log.addHandler(handler)
     try:
-        log.exception(what)
+        # the command line (attach-db, --db postgresql://u:pw@...) and exception texts may carry
+        # a password: none reaches the file
+        log.error(strip_passwords(f"{what}\n{traceback.format_exc().rstrip()}"))
     finally:
         log.removeHandler(handler)
         handler.close()

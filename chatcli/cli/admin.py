@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import config
+from ..text import mask_userinfo
 from .app import app, cli_state
 
 
@@ -15,7 +16,8 @@ from .app import app, cli_state
 def config_(ctx: typer.Context) -> None:
     """Show the effective settings and where each one came from (the API key masked)."""
     settings = config.Settings()
-    rows = [(name, str(s.value), s.source) for name, s in settings.items()]
+    # a URL setting (OPENAI_BASE_URL) may carry a token as user:token@: shown masked
+    rows = [(name, mask_userinfo(str(s.value)), s.source) for name, s in settings.items()]
     rows.append(("api_key", config.mask_secret(config.api_key()), "env OPENAI_API_KEY"))
     state = cli_state(ctx)
     storage = config.storage_setting(state.storage_flag)

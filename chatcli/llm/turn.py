@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import DamagedSession, ModelError
 from ..store.messages import MARK
 from ..store.usage import Usage
+from ..text import mask_userinfo
 from . import server as srv
 from .request import REASONING, Request, build, invalid_arguments
 from .server import ServerFacts
@@ -341,7 +342,8 @@ class Turn:
     def _connection_message(self, e: Any, tries: int) -> str:
         import openai
 
-        where = self.model.base_url or "the OpenAI API"
+        # a base URL may carry a token as user:token@: never shown
+        where = mask_userinfo(self.model.base_url) if self.model.base_url else "the OpenAI API"
         if isinstance(e, openai.APITimeoutError):
             tried = f" ({tries} tries)" if tries > 1 else ""
             return (

@@ -26,7 +26,7 @@ def build_prompt(chat: Chat) -> Any:
 
     chat.store.ensure()
     path = chat.store.root / "input_history"
-    history: History = FileHistory(str(path))
+    history: History = _passwordless_history(FileHistory)(str(path))
     if (kind := not_regular(path, follow=False)) is not None:  # a FIFO would hang the REPL
         print_note(chat.err, f"input history kept for this run only: {path} is {kind}, not a file")
         history = InMemoryHistory()
@@ -46,6 +46,19 @@ def build_prompt(chat: Chat) -> Any:
         # allows only one); Up still walks the history and Ctrl-R searches it
         enable_history_search=False,
     )
+
+
+def _passwordless_history(file_history: type) -> type:
+    """``FileHistory`` that writes each line with every URL's password removed: ``/attach
+    postgresql://u:pw@host/db`` must not leave the password in input_history. Up brings back
+    the line as typed during this run (it is kept in memory); later runs get it without."""
+    from ..text import strip_passwords
+
+    class PasswordlessFileHistory(file_history):  # type: ignore[misc, valid-type]
+        def store_string(self, string: str) -> None:
+            super().store_string(strip_passwords(string))
+
+    return PasswordlessFileHistory
 
 
 def key_bindings() -> Any:
