@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DAMAGED, PLAIN, TOOLS, digest, human
+from conftest import DAMAGED, PLAIN, TOOLS, assert_clean_error, digest, human
 from langchain_core.messages import (
     AIMessage,
     HumanMessage,
@@ -226,6 +226,43 @@ def test_a_session_trashed_while_open_is_not_split_by_the_next_save(example_root
     assert len(store.open(PLAIN).messages) == 4
 
 
+@pytest.mark.parametrize("content", [b'{"title": "t", "db_url": "postgresql://h/d"', b"\xff\xfe"])
+def test_metadata_that_cannot_be_parsed_is_never_rewritten(root: Path, chatcli, content) -> None:
+    sid = Store(root).create(title="kept")
+    meta = root / "meta" / f"{sid}.json"
+    meta.write_bytes(content)
+    result = chatcli("rename", sid, "new title")
+    assert result.returncode != 0
+    assert_clean_error(result.stderr)
+    assert len(result.stderr.splitlines()) == 1
+    assert meta.read_bytes() == content
+
+
+def test_metadata_that_cannot_be_read_is_never_replaced(root: Path, chatcli) -> None:
+    """A FIFO where the metadata file should be is refused (not read, not replaced by a file
+    holding only the new model)."""
+    sid = Store(root).create(title="kept")
+    meta = root / "meta" / f"{sid}.json"
+    meta.unlink()
+    os.mkfifo(meta)
+    result = chatcli("ask", "-s", sid, "--model", "other", "hi")
+    assert result.returncode != 0
+    assert_clean_error(result.stderr)
+    assert stat.S_ISFIFO(os.lstat(meta).st_mode)
+
+
+def test_a_long_title_is_kept_whole_when_another_field_changes(root: Path, chatcli) -> None:
+    """Reading shortens a title of over 1,000 characters; saving the model must not."""
+    sid = Store(root).create()
+    meta = root / "meta" / f"{sid}.json"
+    title = "word " * 400 + "end"
+    meta.write_text(json.dumps({"title": title, "db_url": "postgresql://h/d"}))
+    result = chatcli("ask", "-s", sid, "--model", "other", "hi")
+    assert result.returncode == 0, result.stderr
+    saved = json.loads(meta.read_text())
+    assert saved == {"title": title, "db_url": "postgresql://h/d", "model": "other"}
+
+
 def test_a_session_holding_only_a_database_url_is_not_discarded(root: Path) -> None:
     store = Store(root)
     sid = store.create(title="pg")
@@ -233,6 +270,14 @@ def test_a_session_holding_only_a_database_url_is_not_discarded(root: Path) -> N
     assert store.discard_if_empty(sid) is False
     assert store.read_meta(sid)["db_url"] == "postgresql://reader@localhost/shop"
     assert store.memory_path(sid).exists()
+
+
+def test_a_session_whose_metadata_cannot_be_parsed_is_not_discarded(root: Path) -> None:
+    store = Store(root)
+    sid = store.create()
+    store.meta_path(sid).write_bytes(b'{"db_url": "postgresql://h/d"')
+    assert store.discard_if_empty(sid) is False
+    assert store.meta_path(sid).read_bytes() == b'{"db_url": "postgresql://h/d"'
 
 
 def test_an_unused_session_is_discarded(root: Path) -> None:

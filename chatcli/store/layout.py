@@ -140,6 +140,32 @@ class Layout:
             return {}, [f"not valid JSON: {e}"]
         return clean_meta(meta)
 
+    def stored_meta(self, sid: str) -> dict[str, Any]:
+        """The metadata object exactly as stored (nothing left out or shortened), for a caller
+        that writes it back; {} when there is no file. StorageError when the file is there but
+        cannot be read or is not a JSON object: rewriting it would lose what it holds."""
+        path = self.meta_path(sid)
+        try:
+            raw = read_regular(path, limit=META_LIMIT)
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            problem = e.strerror or str(e)
+        else:
+            try:
+                meta = json.loads(raw)
+            except (ValueError, RecursionError) as e:
+                problem = f"not valid JSON: {e}"
+            else:
+                if isinstance(meta, dict):
+                    return meta
+                problem = "not a JSON object"
+        raise StorageError(
+            f"cannot read the session's metadata ({problem}), not changing it"
+            " ('chatcli doctor --fix' rebuilds it)",
+            path=path,
+        )
+
     def meta_notes(self, sid: str) -> dict[str, Any]:
         """:meth:`read_meta`, with a note for each problem of the file (opening a session)."""
         meta, problems = self.checked_meta(sid)

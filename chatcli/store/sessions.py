@@ -20,7 +20,16 @@ from .files import (
     not_regular,
     read_regular,
 )
-from .layout import DB_DIR, MEMORY_DIR, MEMORY_LIMIT, META_DIR, URL_KEY, Layout, checked_id
+from .layout import (
+    DB_DIR,
+    MEMORY_DIR,
+    MEMORY_LIMIT,
+    META_DIR,
+    URL_KEY,
+    Layout,
+    checked_id,
+    clean_meta,
+)
 from .listing import Listing, SessionInfo
 from .messages import appended_bytes, dump_json, first_human_title, parse_messages
 from .usage import safe_cut
@@ -175,9 +184,9 @@ class Store(Layout):
                     return False  # not the file create() made
                 if parse_messages(_read_memory(self.memory_path(sid))) or self.has_db(sid):
                     return False
-                if self.read_meta(sid).get(URL_KEY):
+                if self.stored_meta(sid).get(URL_KEY):
                     return False
-            except (OSError, ValueError):
+            except (OSError, ValueError, StorageError):  # unreadable: not ours to delete
                 return False
             for path in (self.memory_path(sid), self.meta_path(sid), self.db_path(sid)):
                 with contextlib.suppress(FileNotFoundError):
@@ -279,17 +288,20 @@ class Store(Layout):
     # -- metadata --------------------------------------------------------------------------------
 
     def update_meta(self, sid: str, **fields: Any) -> dict[str, Any]:
-        """Set (or, with None, remove) metadata fields."""
+        """Set (or, with None, remove) metadata fields; returns the metadata as read_meta would.
+
+        Every other field is written back as it is stored (a long title is shortened only when
+        read); a file that cannot be read or parsed is refused (StorageError), never replaced."""
         self.ensure()
         with self.lock(sid):
-            meta = self.read_meta(sid)
+            meta = self.stored_meta(sid)
             for key, value in fields.items():
                 if value is None:
                     meta.pop(key, None)
                 else:
                     meta[key] = value
             atomic_write(self.meta_path(sid), _dump_meta(meta))
-        return meta
+        return clean_meta(meta)[0]
 
     # -- listing ---------------------------------------------------------------------------------
 
