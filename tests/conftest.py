@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# A job started in the background (`cmd &`, nohup) ignores SIGINT, and every process it starts
+# inherits that: the Ctrl-C tests' chatcli would never see its Ctrl-C. Handled signals are reset
+# to their default in a started program, ignored ones are not: handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 from fake_openai import FakeOpenAI
 from realserver import llama_server_factory  # noqa: F401  (a fixture)
 from rich.console import Console
