@@ -25,7 +25,7 @@ under `python -I -S`. A backend with a third-party driver imports it inside its 
 from __future__ import annotations
 
 from .copy import SQLITE_HEADER, copy_database, validate_database
-from .sandbox import QueryResult
+from .result import QueryResult
 from .sqlite import ReadOnlyDatabase
 from .tools import (
     TOOL_SPECS,

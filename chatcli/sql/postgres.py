@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from chatcli.errors import QueryError
 
 from . import postgres_catalog as catalog
-from .sandbox import QueryResult, RowCap, time_limit_message
+from .result import QueryResult, RowCap, one_statement, time_limit_message
 
 if TYPE_CHECKING:
     import psycopg
@@ -281,12 +281,7 @@ class PostgresDatabase:
 
     def run_sql(self, query: str) -> QueryResult:
         """Run one read-only statement; at most max_rows rows and about max_chars characters."""
-        if not isinstance(query, str):
-            raise QueryError("the query must be a string")
-        # "SELECT 1;" is how people write SQL; the trailing ";" is not a second statement.
-        query = query.strip().rstrip("; \t\r\n\f\v")
-        if not query:
-            raise QueryError("empty query")
+        query = one_statement(query)
         if "\x00" in query:
             raise QueryError("the query contains a NUL character")
         return self._call(lambda conn, cur: self._run(conn, cur, query), budget=self.timeout)

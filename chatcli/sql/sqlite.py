@@ -11,7 +11,7 @@ from typing import Any
 from chatcli.errors import InvalidDatabase, QueryError
 
 from .copy import SQLITE_HEADER, connect_ro, no_new_sidecars, read_header
-from .sandbox import QueryResult, time_limit_message
+from .result import QueryResult, time_limit_message
 from .worker import KILL_GRACE, START_SECONDS, WorkerProcess, decode_result
 
 __all__ = ["ReadOnlyDatabase"]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from chatcli.errors import ChatcliError
 
-from .sandbox import QueryResult
+from .result import QueryResult
 
 __all__ = [
     "TOOL_SPECS",

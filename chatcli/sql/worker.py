@@ -26,7 +26,8 @@ from typing import Any
 from chatcli.errors import ChatcliError, QueryError
 
 from . import schema
-from .sandbox import OUT_OF_MEMORY, QueryResult, Sandbox
+from .result import QueryResult
+from .sandbox import OUT_OF_MEMORY, Sandbox
 
 __all__ = ["KILL_GRACE", "START_SECONDS", "WorkerProcess", "decode_result", "main"]
 
