@@ -19,6 +19,7 @@ needed (httpx comes with openai).
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import uuid
 from typing import Any
@@ -125,6 +126,58 @@ def chat_model_class() -> type:
                 generation.message.additional_kwargs[REASONING] = thinking
             return generation
 
+        def chunks(self, messages: list[Any], **kwargs: Any) -> Any:
+            """The reply's AIMessageChunks as ``stream()`` yields them, for less CPU a token.
+
+            The request is langchain-openai's own (``_get_request_payload``) and so is every
+            chunk's conversion (``_convert_chunk_to_generation_chunk``); what is left out is
+            the openai SDK building a pydantic object of each chunk that langchain-openai then
+            dumps back to a dict, and ``stream()``'s per-chunk callbacks and tracing, which
+            chatcli uses none of. On a real server, where each token is its own read, those
+            were most of chatcli's CPU per token (bench/token_bench.py).
+            """
+            kwargs["stream"] = True
+            if self._should_stream_usage(None, **kwargs):
+                kwargs["stream_options"] = {"include_usage": True}
+            payload = self._get_request_payload(messages, **kwargs)
+            run_id = f"lc_run--{uuid.uuid4()}"
+            self._calls = ToolCallDeltas()
+            reset_progress()
+            with self.client.with_streaming_response.create(**payload) as response:
+                yield from self._read(response, run_id)
+
+        def _read(self, response: Any, run_id: str) -> Any:
+            import openai
+            from langchain_core.messages import AIMessageChunk
+
+            chunk_class: type = AIMessageChunk
+            lines = _mid_stream_errors(response.iter_lines(), response.http_request)
+            for data in _sse_data(lines):
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise openai.APIError(
+                        f"the server sent a chunk that is not JSON: {data[:80]!r}",
+                        response.http_request,
+                        body=None,
+                    ) from None
+                if isinstance(chunk, dict) and chunk.get("error"):  # as the SDK raises it
+                    error = chunk["error"]
+                    text = error.get("message") if isinstance(error, dict) else str(error)
+                    raise openai.APIError(
+                        str(text or "error in the stream"), response.http_request, body=chunk
+                    )
+                generation = self._convert_chunk_to_generation_chunk(chunk, chunk_class, {})
+                if generation is None:
+                    continue
+                message = generation.message
+                chunk_class = message.__class__
+                if message.id is None:
+                    message.id = run_id
+                info = generation.generation_info or {}
+                message.response_metadata = {**info, **message.response_metadata}
+                yield message
+
         def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
             payload = super()._get_request_payload(*args, **kwargs)
             # langchain-openai sends only max_completion_tokens, which older Ollama and other
@@ -134,6 +187,40 @@ def chat_model_class() -> type:
             return payload
 
     return ChatModel
+
+
+def _mid_stream_errors(lines: Any, request: Any) -> Any:
+    """``lines``, with a connection that breaks or times out mid-reply raised as the openai
+    SDK raises it (APITimeoutError, APIConnectionError), after the lines that did arrive."""
+    import openai
+
+    try:
+        yield from lines
+    except httpx.TimeoutException as e:
+        raise openai.APITimeoutError(request=request) from e
+    except httpx.TransportError as e:
+        raise openai.APIConnectionError(request=request) from e
+
+
+def _sse_data(lines: Any) -> Any:
+    """The data of each server-sent event, up to ``[DONE]`` (comments and keep-alives skipped)."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            joined, data = "\n".join(data), []
+            if joined.startswith("[DONE]"):
+                return
+            yield joined
+    if data and not data[0].startswith("[DONE]"):
+        yield "\n".join(data)
+
+
+def stream_chunks(client: Any, messages: list[Any]) -> Any:
+    """``ChatModel.chunks`` of ``client``, which may be bound to tools (``bind_tools``)."""
+    bound = getattr(client, "bound", client)
+    return bound.chunks(messages, **getattr(client, "kwargs", {}))
 
 
 def chat_openai_class() -> type:

@@ -146,8 +146,21 @@ class Turn:
         self.request: Request | None = None
         self.usage = Usage()
         self._tools = bool(model.tools) and model.facts.tools is not False
-        self._acc: Any = None  # the AIMessageChunk being streamed
+        self._parts: list[Any] = []  # the AIMessageChunks of the reply being streamed
         self._think: Any = None  # the inline <think> splitter of the reply being streamed
+
+    @property
+    def _acc(self) -> Any:
+        """The reply streamed so far as one AIMessageChunk (None: nothing arrived)."""
+        if not self._parts:
+            return None
+        if len(self._parts) > 1:  # one merge of all chunks, not one per chunk
+            self._parts = [self._parts[0] + self._parts[1:]]
+        return self._parts[0]
+
+    @_acc.setter
+    def _acc(self, value: Any) -> None:
+        self._parts = [] if value is None else [value]
 
     def events(self) -> Iterator[Event]:
         for round_ in range(MAX_TOOL_ROUNDS + 1):
@@ -237,14 +250,14 @@ class Turn:
     def _stream(self, client: Any) -> Iterator[Event]:
         import openai
 
-        from .compat import ThinkSplitter, progress
+        from .compat import ThinkSplitter, progress, stream_chunks
 
         assert self.request is not None
         self._acc = None
         self._think = ThinkSplitter()
         try:
-            for chunk in client.stream(self.request.messages):
-                self._acc = chunk if self._acc is None else self._acc + chunk
+            for chunk in stream_chunks(client, self.request.messages):
+                self._parts.append(chunk)  # summed once, at the end (_acc)
                 thinking = chunk.additional_kwargs.get(REASONING)
                 if isinstance(thinking, str) and thinking:
                     yield ThinkingDelta(thinking)
@@ -263,6 +276,10 @@ class Turn:
             if self._acc is None:
                 raise ModelError(self._connection_message(e, progress.tries)) from e
             return "incomplete"  # the connection broke mid-reply: keep what arrived
+        except openai.APIError as e:  # an error event in the stream, a chunk that is not JSON
+            if self._acc is None:
+                raise ModelError(f"the model server sent an error: {e}") from e
+            return "incomplete"
         if self._acc is None:
             raise ModelError("the model server sent an empty reply")
         finish = self._acc.response_metadata.get("finish_reason") or None
