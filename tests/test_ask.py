@@ -437,6 +437,7 @@ def test_helper_passes_ctrl_c_on(warm, root, server):
     _ctrl_c_in_pty(warm, root, server)
 
 
+@pytest.mark.slow  # seconds of waiting: the full run (CI) has it
 def test_helper_quits_when_idle(chatcli, root):
     assert chatcli("ask", "hi", CHATCLI_HELPER="1", CHATCLI_HELPER_IDLE="1").returncode == 0
     assert _wait(lambda: _status(root) is not None), "the helper did not start"

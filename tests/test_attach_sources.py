@@ -253,6 +253,7 @@ def test_two_sqlite_files_and_a_url_among_files_are_refused(
         assert not (root / "memory").exists() or not os.listdir(root / "memory")
 
 
+@pytest.mark.slow  # seconds of waiting: the full run (CI) has it
 def test_on_a_terminal_a_long_import_shows_a_progress_bar(
     root: Path, tmp_path: Path, env: dict[str, str], chatcli
 ) -> None:

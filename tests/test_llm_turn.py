@@ -277,6 +277,7 @@ def test_a_wrong_model_name_gets_the_servers_message_and_what_it_offers(
     assert "HTTP 404" in line and "lama3" in line and "llama3:8b, qwen3:4b" in line
 
 
+@pytest.mark.slow  # seconds of waiting: the full run (CI) has it
 def test_a_timeout_says_how_many_tries_were_made(server: FakeOpenAI, chatcli) -> None:
     server.hang(30)
     server.hang(30)

@@ -454,6 +454,7 @@ def test_resume_in_a_terminal_with_non_text_metadata_chats_normally(
     assert contents == ["hello world", "are you there", "echo: are you there"]
 
 
+@pytest.mark.slow  # seconds of waiting: the full run (CI) has it
 def test_titles_of_megabytes_are_shortened_when_read(root: Path, env: dict[str, str]) -> None:
     (root / "memory").mkdir(parents=True)
     (root / "meta").mkdir()
