@@ -224,61 +224,14 @@ def stream_chunks(client: Any, messages: list[Any]) -> Any:
 
 
 def chat_openai_class() -> type:
-    """langchain-openai's ChatOpenAI, without running the package's ``__init__`` first: that
-    also imports its Azure, embeddings, completion-LLM, tools and decision modules, ~0.25 s of
-    every first turn that chatcli never uses. The package modules are made as Python would make
-    them, and the first use of any other name runs the real ``__init__`` (PEP 562), so whoever
-    imports ``langchain_openai`` afterwards gets all of it. Any surprise: the plain import."""
-    names = ("langchain_openai", "langchain_openai.chat_models")
-    with _import_lock:  # the preload thread and the turn may both get here first
-        return _import_chat_openai(names)
+    """langchain-openai's ChatOpenAI, with the package initialisers that only gather names
+    (``langchain_openai``, ``openai.types``, ``langsmith.types``) left until used (deferred.py)."""
+    from . import deferred
 
+    deferred.install()
+    from langchain_openai.chat_models.base import ChatOpenAI
 
-_import_lock = threading.RLock()
-
-
-def _import_chat_openai(names: tuple[str, ...]) -> type:
-    import importlib.util
-    import sys
-    import types
-
-    base = sys.modules.get("langchain_openai.chat_models.base")
-    if base is not None and hasattr(base, "ChatOpenAI"):
-        return base.ChatOpenAI
-    if any(name in sys.modules for name in names):
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI
-    try:
-        for name in names:
-            spec = importlib.util.find_spec(name)
-            assert spec is not None and spec.origin and spec.submodule_search_locations
-            module = types.ModuleType(name)
-            module.__spec__, module.__file__ = spec, spec.origin
-            module.__path__ = list(spec.submodule_search_locations)
-            module.__getattr__ = _whole_package(module, spec.origin)  # type: ignore[method-assign]
-            sys.modules[name] = module
-        from langchain_openai.chat_models.base import ChatOpenAI
-
-        return ChatOpenAI
-    except Exception:
-        for stale in [n for n in sys.modules if n.startswith("langchain_openai")]:
-            del sys.modules[stale]
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI
-
-
-def _whole_package(module: Any, origin: str) -> Any:
-    def __getattr__(name: str) -> Any:
-        if name.startswith("__") or module.__dict__.get("_chatcli_whole"):
-            raise AttributeError(name)
-        module._chatcli_whole = True
-        with open(origin, encoding="utf-8") as f:
-            exec(compile(f.read(), origin, "exec"), module.__dict__)  # the package's own code
-        return getattr(module, name)
-
-    return __getattr__
+    return ChatOpenAI
 
 
 @functools.cache
