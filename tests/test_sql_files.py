@@ -372,7 +372,7 @@ def test_ctrl_c_mid_import_leaves_the_database_byte_identical(tmp_path: Path, db
 @pytest.mark.slow
 def test_a_large_csv_imports_in_bounded_memory(tmp_path: Path) -> None:
     src = tmp_path / "big.csv"
-    line = "12345,some text here,3.25,,\"quoted, with comma\"," + "x" * 120 + "\n"
+    line = '12345,some text here,3.25,,"quoted, with comma",' + "x" * 120 + "\n"
     with open(src, "w") as f:
         f.write("a,b,c,d,e,f\n")
         for _ in range(200_000_000 // len(line) // 1000):
