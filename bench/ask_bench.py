@@ -19,14 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CHATCLI, byte_compile, env_for
+from common import CHATCLI, byte_compile, env_for, stop_helper, wait_for_helper
 from peers import find
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
-
-from chatcli import helper  # noqa: E402
 
 TARGETS = {"first": 1.5, "second": 0.8}
 
@@ -59,23 +56,6 @@ def drop_caches() -> bool:
         return True
     except OSError:
         return False
-
-
-def stop_helper(root: Path) -> None:
-    helper.ask_helper(root, "stop")
-    for _ in range(100):
-        if not (helper.run_dir(root) / helper.SOCKET).exists():
-            return
-        time.sleep(0.05)
-
-
-def wait_for_helper(root: Path, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if helper.ask_helper(root, "status"):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def main() -> None:

@@ -15,6 +15,9 @@ DATA = Path(__file__).resolve().parent / ".data"
 PYTHON = sys.executable
 CHATCLI = str(Path(sys.executable).with_name("chatcli"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from chatcli import helper  # noqa: E402  (the standard library only)
+
 
 def wall(
     cmd: list[str], *, env: dict[str, str] | None = None, runs: int = 7, stdin: str = "", setup=None
@@ -107,3 +110,22 @@ def byte_compile() -> None:
     machines) every start would otherwise compile each module from source again."""
     package = Path(__file__).resolve().parent.parent / "chatcli"
     subprocess.run([PYTHON, "-m", "compileall", "-q", str(package)], check=True)
+
+
+def stop_helper(root: Path) -> None:
+    """The warm helper of this storage root stopped and its socket gone."""
+    helper.ask_helper(root, "stop")
+    for _ in range(100):
+        if not (helper.run_dir(root) / helper.SOCKET).exists():
+            return
+        time.sleep(0.05)
+
+
+def wait_for_helper(root: Path, timeout: float = 30.0) -> bool:
+    """Until the warm helper (chatcli/helper/) answers; False if it did not in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if helper.ask_helper(root, "status"):
+            return True
+        time.sleep(0.1)
+    return False

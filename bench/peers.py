@@ -24,7 +24,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CHATCLI, DATA, bare_start, build_root, conversation, env_for, wall
+from common import (
+    CHATCLI,
+    DATA,
+    bare_start,
+    build_root,
+    conversation,
+    env_for,
+    stop_helper,
+    wait_for_helper,
+    wall,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
@@ -51,7 +61,8 @@ def setup() -> None:
         venv = DATA / f"peers-{package}"
         if not (venv / "bin" / "python").exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", package], check=True)
+        extra = ["click"] if package == "shell-gpt" else []  # 1.5.1 imports it undeclared
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", package, *extra], check=True)
 
 
 def starts(exe: Path, env: dict[str, str]) -> str | None:
@@ -205,6 +216,7 @@ def main() -> None:
             OPENAI_BASE_URL=server.base_url,
             CHATCLI_MODEL="gpt-4o-mini",
         )
+        no_helper = {**chat_env, "CHATCLI_HELPER": "0"}
         list_env = env_for(root)
         peers: dict[str, dict[str, list[str] | dict[str, str]]] = {}
 
@@ -256,13 +268,17 @@ def main() -> None:
             "help": ([CHATCLI, "--help"], chat_env, "start-up: --help"),
             "list": ([CHATCLI, "list"], list_env, "list 10,000 conversations (50 shown)"),
             "search": ([CHATCLI, "search", WORD], list_env, f"search 10,000 for {WORD!r}"),
-            "turn": ([CHATCLI, "new"], chat_env, "one streamed turn (loopback server)"),
+            "turn": ([CHATCLI, "ask", "hello"], no_helper, "one turn: ask, no helper"),
+            "turn-warm": ([CHATCLI, "ask", "hello"], chat_env, "one turn: ask, warm helper"),
         }
+        helper_root = Path(chat_env["CHATCLI_STORAGE"])
         wall(ours["search"][0], env=list_env, runs=1)  # the index is built once, not timed here
         for key, (cmd, env, label) in ours.items():
-            stdin = "hello\n" if key == "turn" else ""
-            runs = 3 if key == "turn" else 7
-            mine = wall(cmd, env=env, runs=runs, stdin=stdin)
+            warm = key == "turn-warm"
+            key = "turn" if warm else key
+            runs = 5 if key == "turn" else 7
+            ready = (lambda: wait_for_helper(helper_root)) if warm else None
+            mine = wall(cmd, env=env, runs=runs, setup=ready)
             theirs = {}
             for name in PEERS:
                 spec = peers.get(name)
@@ -271,6 +287,7 @@ def main() -> None:
                 else:
                     theirs[name] = None
             rows.append((label, mine, theirs))
+        stop_helper(helper_root)
 
     base = bare_start("typer, rich")
     print(f"bare `python -c 'import typer, rich'`: {base * 1000:.0f} ms\n")
