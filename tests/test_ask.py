@@ -292,6 +292,28 @@ def test_ctrl_c_in_a_terminal_exits_130_and_keeps_what_arrived(env, root, server
     _ctrl_c_in_pty({**env, "CHATCLI_HELPER": "0"}, root, server)
 
 
+def _sigterm_mid_reply(env: dict[str, str], root: Path, server: FakeOpenAI) -> None:
+    before = set((root / "memory").glob("*.json")) if (root / "memory").exists() else set()
+    server.reply("word " * 200, delay=0.05)
+    proc = subprocess.Popen(
+        [CHATCLI, "ask", "hi"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.read(10)  # the reply is streaming
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    [path] = set((root / "memory").glob("*.json")) - before
+    saved = read_memory(root, path.stem)[-1]["data"]
+    assert saved["content"].startswith("word word")
+    assert saved["response_metadata"]["finish_reason"] == "interrupted"
+
+
+def test_sigterm_mid_reply_exits_143_and_keeps_what_arrived(env, root, server):
+    _sigterm_mid_reply({**env, "CHATCLI_HELPER": "0"}, root, server)
+
+
 def test_new_still_sends_one_message_per_line(chatcli, server):
     assert chatcli("new", input="one\ntwo\n").returncode == 0
     assert [m["messages"][-1]["content"] for m in server.requests] == ["one", "two"]
@@ -435,6 +457,10 @@ def test_killed_turn_process_is_a_clear_error(warm, root, server):
 
 def test_helper_passes_ctrl_c_on(warm, root, server):
     _ctrl_c_in_pty(warm, root, server)
+
+
+def test_helper_passes_sigterm_on(warm, root, server):
+    _sigterm_mid_reply(warm, root, server)
 
 
 @pytest.mark.slow  # seconds of waiting: the full run (CI) has it

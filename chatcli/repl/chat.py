@@ -74,7 +74,7 @@ def start_resume(store: Store, term: Terminal, sid: str, *, model: str | None) -
     return Chat(store, settings, api_key, term=term).run(sid, session=session)
 
 
-class _Terminated(KeyboardInterrupt):
+class Terminated(KeyboardInterrupt):
     """SIGTERM, or SIGHUP when the terminal closes: handled like Ctrl-C (what arrived of a reply
     is saved), then chatcli leaves."""
 
@@ -84,11 +84,11 @@ class _Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _terminate_like_ctrl_c() -> Iterator[None]:
+def terminate_like_ctrl_c() -> Iterator[None]:
     import signal
 
     def _raise(signum: int, frame: Any) -> None:
-        raise _Terminated(signum)
+        raise Terminated(signum)
 
     wanted = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
     previous = {name: signal.signal(getattr(signal, name), _raise) for name in wanted}
@@ -214,9 +214,9 @@ class Chat:
         self.open(sid, session)
         self._created = sid if created else None
         try:
-            with _terminate_like_ctrl_c():
+            with terminate_like_ctrl_c():
                 return self._interactive() if self.interactive else self._piped()
-        except _Terminated as e:
+        except Terminated as e:
             return 128 + e.signum
         finally:
             self.data.close()
@@ -240,7 +240,7 @@ class Chat:
                 self.handle(line)
             except commands.Exit:
                 break
-            except _Terminated:
+            except Terminated:
                 raise
             except KeyboardInterrupt:
                 return int(ExitCode.INTERRUPTED)
@@ -253,7 +253,7 @@ class Chat:
         while True:
             try:
                 line = session.prompt(pre_run=prompt.after_first_draw(self.warm_up))
-            except _Terminated:
+            except Terminated:
                 raise
             except KeyboardInterrupt:
                 if armed:
@@ -271,7 +271,7 @@ class Chat:
                     self.handle(line)
             except commands.Exit:
                 return 0
-            except _Terminated:
+            except Terminated:
                 raise
             except KeyboardInterrupt:
                 print_note(self.err, "(interrupted)")

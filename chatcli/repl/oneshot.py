@@ -26,7 +26,7 @@ from ..store import Store, message_text
 from ..store.layout import MEMORY_LIMIT
 from ..store.messages import shorten
 from ..store.usage import usage_of
-from .chat import Chat
+from .chat import Chat, Terminated, terminate_like_ctrl_c
 from .compose import compose, read_attachment
 from .reply import final_words
 
@@ -159,8 +159,11 @@ class OneShot(Chat):
         before = len(self.session.messages)
         code = 0
         try:
-            self.send(text)
+            with terminate_like_ctrl_c():  # SIGTERM, SIGHUP: what arrived is saved too
+                self.send(text)
             code = int(ExitCode.ERROR) if self.failed else 0
+        except Terminated as e:
+            code = 128 + e.signum
         except KeyboardInterrupt:  # what arrived is saved (Chat.reply)
             code = int(ExitCode.INTERRUPTED)
             print_note(self.err if self.plain else self.term.err, "(interrupted)")
