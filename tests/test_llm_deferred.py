@@ -116,3 +116,17 @@ def test_the_model_layer_imports_a_fraction_and_the_packages_stay_whole() -> Non
         "True True True",
         "openai.types.responses.response_input_text",
     ]
+
+
+def test_langchain_core_imported_first_is_deferred_too() -> None:
+    # the REPL builds its request (langchain_core.messages) before the model class exists
+    out = run(
+        """
+        import sys
+        import chatcli.llm
+        from langchain_core.messages import HumanMessage, trim_messages
+        trim_messages([HumanMessage("hi")], max_tokens=10, token_counter=len)
+        print(sum(m.startswith('langsmith.types') for m in sys.modules) < 10)
+        """
+    )
+    assert out == "True"

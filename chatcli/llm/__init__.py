@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from . import deferred
 from .server import ServerFacts, list_models, probe
 from .turn import (
     REASONING,
@@ -25,6 +26,8 @@ from .turn import (
     Turn,
     load_error,
 )
+
+deferred.install()  # before anything here imports LangChain (all of it imports it lazily)
 
 __all__ = [
     "REASONING",

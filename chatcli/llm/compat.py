@@ -225,10 +225,8 @@ def stream_chunks(client: Any, messages: list[Any]) -> Any:
 
 def chat_openai_class() -> type:
     """langchain-openai's ChatOpenAI, with the package initialisers that only gather names
-    (``langchain_openai``, ``openai.types``, ``langsmith.types``) left until used (deferred.py)."""
-    from . import deferred
-
-    deferred.install()
+    (``langchain_openai``, ``openai.types``, ``langsmith.types``) left until used (deferred.py,
+    installed by ``chatcli.llm``)."""
     from langchain_openai.chat_models.base import ChatOpenAI
 
     return ChatOpenAI

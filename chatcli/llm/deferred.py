@@ -16,7 +16,6 @@ is deferred (checked on its source); any other is imported as it is.
 
 from __future__ import annotations
 
-import ast
 import importlib.abc
 import importlib.machinery
 import sys
@@ -32,10 +31,13 @@ _lock = threading.RLock()
 
 def install(packages: Sequence[str] = PACKAGES) -> None:
     """From now on, the ``__init__`` of these packages (and their subpackages) waits until used;
-    a package already imported stays as it is."""
+    a package already imported stays as it is. ``chatcli.llm`` calls it on import."""
     with _lock:
-        if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        finder = next((f for f in sys.meta_path if isinstance(f, _Finder)), None)
+        if finder is None:
             sys.meta_path.insert(0, _Finder(tuple(packages)))
+        else:
+            finder.packages += tuple(p for p in packages if p not in finder.packages)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -87,6 +89,8 @@ class _DeferredInit(importlib.abc.Loader):
 
 def _only_gathers_names(origin: str) -> bool:
     """The ``__init__`` at ``origin`` holds only a docstring, imports and ``__all__``."""
+    import ast
+
     try:
         with open(origin, "rb") as f:
             tree = ast.parse(f.read(), origin)
