@@ -8,6 +8,7 @@ scripts see exactly what the model said.
 
 from __future__ import annotations
 
+import copy
 import re
 from time import monotonic
 from types import TracebackType
@@ -78,6 +79,29 @@ def _indent(line: str) -> int:
 _SPACER = "<!-- -->\n\n"
 
 
+_templates: dict[str, Markdown] = {}
+_parser: list[object] = []
+
+
+def markdown(source: str, code_theme: str) -> Markdown:
+    """``rich.markdown.Markdown(source, code_theme=...)`` with one shared parser: Rich builds a
+    new MarkdownIt for every instance (its rule chains and an HTML renderer that inspects
+    itself), a third of what a live redraw costs. The object is a copy of one Rich made, so it
+    has whatever attributes this Rich version gives it; only the text and its tokens differ."""
+    template = _templates.get(code_theme)
+    if template is None:
+        from markdown_it import MarkdownIt
+        from rich.markdown import Markdown
+
+        template = _templates[code_theme] = Markdown("", code_theme=code_theme)
+        if not _parser:
+            _parser.append(MarkdownIt().enable("strikethrough").enable("table"))  # as Rich's
+    made = copy.copy(template)
+    made.markup = source
+    made.parsed = _parser[0].parse(source)  # type: ignore[attr-defined]
+    return made
+
+
 def _trailing_new_line(markdown: Markdown, spacer: bool) -> bool | None:
     """Rich's blank-line state after the block (None: the block renders nothing at all)."""
     last = None
@@ -107,10 +131,8 @@ class _TailView:
         if cache is None or cache[0] != key:  # e.g. a commit re-renders an unchanged tail
             lines: list[list[Segment]] = []
             if source.strip():
-                from rich.markdown import Markdown
-
-                markdown = Markdown(source, code_theme=self._stream.code_theme)
-                lines = console.render_lines(markdown, options.update(height=None), pad=False)
+                rendered = markdown(source, self._stream.code_theme)
+                lines = console.render_lines(rendered, options.update(height=None), pad=False)
                 # Never taller than the screen: a Live taller than the terminal cannot be
                 # erased, and the newest lines are the ones worth seeing.
                 lines = lines[-height:]
@@ -262,12 +284,10 @@ class MarkdownStream:
             # Link reference definitions render nothing but resolve [label] in any block
             refs = "".join(self._references) + "\n" if self._references else ""
             source = refs + _SPACER + block if spacer else refs + block
-            from rich.markdown import Markdown
-
-            markdown = Markdown(source, code_theme=self.code_theme)
-            after = _trailing_new_line(markdown, spacer)
+            rendered = markdown(source, self.code_theme)
+            after = _trailing_new_line(rendered, spacer)
             if after is not None:
-                self.console.print(markdown)
+                self.console.print(rendered)
                 self._after_newline = after
         # Advanced only after printing: an interrupted print is repeated by close(), not lost
         self._committed += len(block)

@@ -569,3 +569,17 @@ def test_import_progress_shows_the_file_name_as_it_is(label):
         bar(5, 10)
     out = console_output(console)
     assert sanitize(label) in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+
+
+def test_shared_parser_markdown_is_richs_own() -> None:
+    text = "# T\n\n| a | b |\n|---|---|\n| 1 | ~~2~~ |\n\n- x\n- **y**\n\n```py\nz = 1\n```\n"
+    ours = mdstream.markdown(text, "monokai")
+    theirs = Markdown(text, code_theme="monokai")
+    assert [t.as_dict() for t in ours.parsed] == [t.as_dict() for t in theirs.parsed]
+    assert vars(ours).keys() == vars(theirs).keys()
+    a, b = terminal_console(width=60), terminal_console(width=60)
+    a.print(ours)
+    b.print(theirs)
+    assert console_output(a) == console_output(b)
+    assert mdstream.markdown("other", "monokai").markup == "other"  # copies, not one object
+    assert ours.markup == text
