@@ -79,6 +79,29 @@ def test_the_model_queries_postgres_in_its_dialect(
     assert "safer" not in result.stderr  # a SELECT-only role: no warning
 
 
+def test_a_fork_stays_attached_to_the_same_database(
+    root: Path, pg: PgSample, pg_env: dict[str, str], server: FakeOpenAI, chatcli
+) -> None:
+    env = {**pg_env, "PGPASSWORD": pg.reader_password}
+    server.reply("ready")
+    assert chatcli("new", "--db", pg.url(pg.reader), input="hi\n", **env).returncode == 0
+    sid = only_session(root)
+    before = tree_digest(root, ("memory", "meta"), dotfiles=False)
+    result = chatcli("fork", sid, **env)
+    assert result.returncode == 0, result.stderr
+    assert f"attached to the same database, {pg.url(pg.reader)}" in result.stderr
+    forked = result.stdout.split(" into ")[1].split()[0]
+    assert json.loads((root / "meta" / f"{forked}.json").read_text())["db_url"] == pg.url(pg.reader)
+    server.tool_calls([("run_sql", {"query": "SELECT count(*) AS n FROM orders"})])
+    server.reply("4 orders")
+    asked = chatcli("ask", "-s", forked, "how many orders?", **env)
+    assert asked.returncode == 0, asked.stderr
+    assert _tool_results(server.requests[-1]) == ["n\n4"]
+    assert not (root / "db").exists() or not list((root / "db").iterdir())  # nothing copied
+    after = tree_digest(root, ("memory", "meta"), dotfiles=False)
+    assert {k: v for k, v in after.items() if sid in k} == before  # the original only read
+
+
 HOSTILE = {
     "commit then drop": "COMMIT; DROP TABLE orders",
     "copy to program": "COPY (SELECT 1) TO PROGRAM 'touch {marker}'",

@@ -12,6 +12,7 @@ from ..errors import ChatcliError
 from ..llm.compress import KEEP_TURNS, cut_point, summarize
 from ..render import Terminal, Waiting, print_note, print_table
 from ..store import Store
+from ..store.layout import URL_KEY
 from ..store.messages import MARK
 from ..store.usage import Usage, totals, totals_by_model
 
@@ -215,6 +216,7 @@ class Forked:
     count: int  # messages the fork holds
     asked: int | None  # what was asked for (None: all)
     has_db: bool
+    url: str | None = None  # the PostgreSQL database both sessions are attached to
 
     def lines(self, original: str) -> list[str]:
         """What to tell the user."""
@@ -226,6 +228,8 @@ class Forked:
             )
         if self.has_db:
             said.append("(with a copy of the attached database)")
+        if self.url:
+            said.append(f"(attached to the same database, {self.url})")
         return said
 
 
@@ -242,6 +246,7 @@ def fork(store: Store, sid: str, at: int | None = None) -> Forked:
             raise ChatcliError(f"the session holds {total} messages; cannot fork at {at}")
     new, count = store.fork(sid, at)
     has_db = store.has_db(sid)
+    url = store.read_meta(new).get(URL_KEY)
     if has_db:
         from ..sql import copy_database
 
@@ -250,7 +255,7 @@ def fork(store: Store, sid: str, at: int | None = None) -> Forked:
         except BaseException:
             store.trash(new)  # never half a fork; the trash keeps what was made
             raise
-    return Forked(new, count, at, has_db)
+    return Forked(new, count, at, has_db, url)
 
 
 def fork_open(chat: Chat, at: int | None) -> Forked:

@@ -159,8 +159,9 @@ class Store(Layout):
     def fork(self, sid: str, count: int | None = None) -> tuple[str, int]:
         """A new session holding the first ``count`` messages of ``sid`` (default: all), cut
         where no tool call is split from its results, titled "<title> (fork)", with the same
-        model and system prompt; returns its id and how many messages it holds. ``sid``'s files
-        are only read (its database, if any, is the caller's to copy)."""
+        model, system prompt and PostgreSQL URL (the same live database); returns its id and how
+        many messages it holds. ``sid``'s files are only read (its db/ file, if any, is the
+        caller's to copy)."""
         session = self.open(sid, read_only=True)
         at = safe_cut(session.messages, len(session.messages) if count is None else count)
         meta = session.meta
@@ -168,6 +169,8 @@ class Store(Layout):
             title=f"{session.title} (fork)", model=meta.get("model"), system=meta.get("system")
         )
         try:
+            if isinstance(meta.get(URL_KEY), str) and meta[URL_KEY]:
+                self.update_meta(new, **{URL_KEY: meta[URL_KEY]})
             if at:
                 self.append(new, session.messages[:at])
         except BaseException:
