@@ -271,38 +271,30 @@ def test_dropped_stream_exits_1_and_keeps_what_arrived(ask, server, root):
     assert saved["response_metadata"]["finish_reason"] == "incomplete"
 
 
-def _ctrl_c_in_pty(env: dict[str, str], root: Path, server: FakeOpenAI) -> None:
-    pexpect = pytest.importorskip("pexpect")
+def _interrupt_mid_reply(env: dict[str, str], root: Path, server: FakeOpenAI, how: str) -> None:
+    """``ask`` streaming a long reply is stopped by Ctrl-C in a pty or by SIGTERM: the right
+    exit status, no traceback, and what arrived saved in its new session, marked."""
     before = set((root / "memory").glob("*.json")) if (root / "memory").exists() else set()
     server.reply("word " * 200, delay=0.05)
-    child = pexpect.spawn(CHATCLI, ["ask", "hi"], env=env, timeout=30, dimensions=(24, 80))
-    child.expect("word")
-    time.sleep(0.3)
-    child.sendintr()
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 130, child.before
-    [path] = set((root / "memory").glob("*.json")) - before
-    saved = read_memory(root, path.stem)[-1]["data"]
-    assert saved["content"].startswith("word word")
-    assert saved["response_metadata"]["finish_reason"] == "interrupted"
-
-
-def test_ctrl_c_in_a_terminal_exits_130_and_keeps_what_arrived(env, root, server):
-    _ctrl_c_in_pty({**env, "CHATCLI_HELPER": "0"}, root, server)
-
-
-def _sigterm_mid_reply(env: dict[str, str], root: Path, server: FakeOpenAI) -> None:
-    before = set((root / "memory").glob("*.json")) if (root / "memory").exists() else set()
-    server.reply("word " * 200, delay=0.05)
-    proc = subprocess.Popen(
-        [CHATCLI, "ask", "hi"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.read(10)  # the reply is streaming
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    if how == "ctrl-c":
+        pexpect = pytest.importorskip("pexpect")
+        child = pexpect.spawn(CHATCLI, ["ask", "hi"], env=env, timeout=30, dimensions=(24, 80))
+        child.expect("word")
+        time.sleep(0.3)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        code, err, expected = child.exitstatus, child.before.decode(), 130
+    else:
+        proc = subprocess.Popen(
+            [CHATCLI, "ask", "hi"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.read(10)  # the reply is streaming
+        proc.send_signal(signal.SIGTERM)
+        _, raw = proc.communicate(timeout=30)
+        code, err, expected = proc.returncode, raw.decode(), 128 + signal.SIGTERM
+    assert code == expected, err
     assert "Traceback" not in err
     [path] = set((root / "memory").glob("*.json")) - before
     saved = read_memory(root, path.stem)[-1]["data"]
@@ -310,8 +302,12 @@ def _sigterm_mid_reply(env: dict[str, str], root: Path, server: FakeOpenAI) -> N
     assert saved["response_metadata"]["finish_reason"] == "interrupted"
 
 
+def test_ctrl_c_in_a_terminal_exits_130_and_keeps_what_arrived(env, root, server):
+    _interrupt_mid_reply({**env, "CHATCLI_HELPER": "0"}, root, server, "ctrl-c")
+
+
 def test_sigterm_mid_reply_exits_143_and_keeps_what_arrived(env, root, server):
-    _sigterm_mid_reply({**env, "CHATCLI_HELPER": "0"}, root, server)
+    _interrupt_mid_reply({**env, "CHATCLI_HELPER": "0"}, root, server, "sigterm")
 
 
 def test_new_still_sends_one_message_per_line(chatcli, server):
@@ -456,11 +452,11 @@ def test_killed_turn_process_is_a_clear_error(warm, root, server):
 
 
 def test_helper_passes_ctrl_c_on(warm, root, server):
-    _ctrl_c_in_pty(warm, root, server)
+    _interrupt_mid_reply(warm, root, server, "ctrl-c")
 
 
 def test_helper_passes_sigterm_on(warm, root, server):
-    _sigterm_mid_reply(warm, root, server)
+    _interrupt_mid_reply(warm, root, server, "sigterm")
 
 
 @pytest.mark.slow  # seconds of waiting: the full run (CI) has it
