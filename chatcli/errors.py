@@ -73,3 +73,13 @@ class DataFileError(ChatcliError):
 
 class TableExists(ChatcliError):
     """Importing a file would overwrite an existing table, and replacing was not asked for."""
+
+
+def unexpected(error: BaseException) -> str:
+    """The one line for an error chatcli did not expect (a bug): its kind and the first line of
+    its text, with any password in a URL taken out (exception texts may carry one)."""
+    from .text import strip_passwords
+
+    lines = str(error).strip().splitlines()
+    said = f"unexpected {type(error).__name__}" + (f": {lines[0]}" if lines else "")
+    return strip_passwords(said)

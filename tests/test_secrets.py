@@ -33,7 +33,7 @@ def test_an_unexpected_error_logs_the_command_line_without_the_password(
             import chatcli.attaching
 
             def attach(store, term, sid, sources, **kwargs):
-                raise RuntimeError(f"a bug with {sources[0]}")
+                raise RuntimeError(f"a bug with {sources[0]}\\nand a second line")
 
             chatcli.attaching.attach = attach
             """
@@ -41,7 +41,12 @@ def test_an_unexpected_error_logs_the_command_line_without_the_password(
     )
     result = run(["attach-db", sid, URL], {**env, "PYTHONPATH": str(hook)})
     assert result.returncode == 1
-    assert "unexpected RuntimeError" in result.stderr
+    # one line on the screen too, the URL in it without its password
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "chatcli: error: unexpected RuntimeError: a bug with postgresql://alice@"
+    )
+    assert "second line" not in line and "chatcli.log" in line
     log = (root / "chatcli.log").read_text()
     assert "Traceback" in log and "a bug with postgresql://alice@127.0.0.1:9/shop" in log
     assert f"attach-db {sid} postgresql://alice@127.0.0.1:9/shop" in log

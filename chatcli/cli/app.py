@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__, config
-from ..errors import AmbiguousSession, ChatcliError, ExitCode
+from ..errors import AmbiguousSession, ChatcliError, ExitCode, unexpected
 from ..render import Terminal, error_line, say
 from ..store import Store
 
@@ -38,7 +38,7 @@ class _Group(TyperGroup):
             if ctx.obj is not None and ctx.obj.debug:
                 raise
             where = log_exception(ctx)
-            echo(error_line(f"unexpected {type(e).__name__}: {e}{where}"), err=True)
+            echo(error_line(unexpected(e) + where), err=True)
             raise typer.Exit(int(ExitCode.ERROR)) from None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config, llm
-from ..errors import ChatcliError, ExitCode
+from ..errors import ChatcliError, ExitCode, unexpected
 from ..render import (
     Terminal,
     print_error,
@@ -293,7 +293,7 @@ class Chat:
         except Exception as e:  # a bug must not take the session down with it
             self.failed = True
             where = config.log_exception(self.store.root, "turn failed")  # not the terminal
-            print_error(self.err, f"unexpected {type(e).__name__}: {e}{where}")
+            print_error(self.err, unexpected(e) + where)
 
     # -- a turn ----------------------------------------------------------------------------------
 
