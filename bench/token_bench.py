@@ -7,7 +7,7 @@ it) that always generates exactly N tokens (``--ignore-eos``):
   256-token turn minus that of a 1-token turn, over 255 — start-up cancels out;
 - a 256-token turn's wall time next to ``curl -N`` streaming the same request.
 
-Run: python bench/token_bench.py   (llm from ``python bench/peers.py --setup``)
+Run: python bench/token_bench.py [--runs N]   (llm from ``python bench/peers.py --setup``)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import llama_server  # noqa: E402
 from realserver import LlamaServer  # noqa: E402
 
 TOKENS = 256
-RUNS = 3
+RUNS = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 3
 PROMPT = "Write a long story about a lighthouse keeper."
 
 
