@@ -50,7 +50,9 @@ def imports_around_prompt(env: dict[str, str]) -> tuple[list[str], bool]:
     child = _spawn({**env, "PYTHONPROFILEIMPORTTIME": "1"})
     child.expect(PROMPT)
     before = child.before
-    later = child.expect([r"\| langchain_openai\r?\n", pexpect.TIMEOUT], timeout=20) == 0
+    # the model class's module (its packages' own initialisers wait: chatcli/llm/deferred.py)
+    model = r"\| +langchain_openai\.chat_models\.base\r?\n"
+    later = child.expect([model, pexpect.TIMEOUT], timeout=20) == 0
     _leave(child)
     names = set()
     for line in before.splitlines():
