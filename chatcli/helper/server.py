@@ -95,6 +95,9 @@ def _clean_up(inode: int) -> None:
 
 def warm() -> None:
     """Import what a turn uses, and make one chat model so pydantic has built its validators."""
+    from ..llm import deferred
+
+    deferred.install()  # before LangChain: the package initialisers it does not need wait
     import langchain_core.messages  # noqa: F401
     import rich.console  # noqa: F401
     import rich.live  # noqa: F401
