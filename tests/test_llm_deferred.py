@@ -44,6 +44,17 @@ def packages(tmp_path: Path) -> Path:
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "__init__.py").write_text("import runs\nruns.count.append('busy')\n")
+    shadow = tmp_path / "shadow"  # binds a name that is also its submodule's
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text(
+        "import runs\nruns.count.append('shadow')\nfrom .tool import tool\n"
+    )
+    (shadow / "tool.py").write_text("def tool(): pass\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("from .ok import OK\nfrom .missing import X\n")
+    (broken / "ok.py").write_text("OK = 1\n")
+    (gather / "data.txt").write_text("package data")
     return tmp_path
 
 
@@ -51,7 +62,7 @@ PRELUDE = """
     import sys
     sys.path.insert(0, '.')
     from chatcli.llm import deferred
-    deferred.install(('gather', 'busy'))
+    deferred.install(('gather', 'busy', 'shadow', 'broken'))
     import runs
 """
 
@@ -94,6 +105,60 @@ def test_the_first_missing_name_runs_the_init_once(packages: Path) -> None:
 def test_an_init_that_does_more_runs_at_once(packages: Path) -> None:
     out = run(PRELUDE + "\n    import busy\n    print(runs.count)\n", packages)
     assert out == "['busy']"
+
+
+def test_an_init_binding_a_submodule_name_runs_at_once(packages: Path) -> None:
+    out = run(
+        PRELUDE + "\n    import shadow\n    print(runs.count, type(shadow.tool).__name__)\n",
+        packages,
+    )
+    assert out == "['shadow'] function"
+
+
+def test_a_failing_init_fails_again_on_every_lookup(packages: Path) -> None:
+    out = run(
+        PRELUDE
+        + """
+    import broken
+    for _ in range(2):
+        try:
+            from broken import OK
+            print('got', OK)
+        except ImportError as e:
+            print('ImportError', e.name)
+    """,
+        packages,
+    )
+    assert out.splitlines() == ["ImportError broken.missing"] * 2
+
+
+def test_package_data_reads_through_the_real_loader(packages: Path) -> None:
+    out = run(
+        PRELUDE
+        + """
+    import importlib.resources, pkgutil, gather
+    print(importlib.resources.files('gather').joinpath('data.txt').read_text())
+    print(pkgutil.get_data('gather', 'data.txt').decode(), runs.count)
+    """,
+        packages,
+    )
+    assert out.splitlines() == ["package data", "package data []"]
+
+
+def test_threads_importing_openai_and_using_langchain_openai_never_hang() -> None:
+    # one thread inside openai's own first import, another running a deferred __init__ it
+    # needs: a private lock deadlocked here; the import system's lock does not
+    out = run(
+        """
+        import sys, threading, time
+        import chatcli.llm, langchain_core.messages, langchain_openai
+        b = threading.Thread(target=lambda: __import__('openai'), daemon=True)
+        a = threading.Thread(target=lambda: langchain_openai.ChatOpenAI, daemon=True)
+        b.start(); a.start(); a.join(20); b.join(20)
+        print('hung' if a.is_alive() or b.is_alive() else 'ok')
+        """
+    )
+    assert out == "ok"
 
 
 def test_the_model_layer_imports_a_fraction_and_the_packages_stay_whole() -> None:

@@ -61,10 +61,14 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 class _DeferredInit(importlib.abc.Loader):
-    """Makes the package module; its real loader runs ``__init__`` on the first missing name."""
+    """Makes the package module; its real loader runs ``__init__`` on the first missing name.
+    Everything else a loader offers (package data, source for tracebacks) is the real one's."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
+
+    def __getattr__(self, name: str) -> Any:  # get_resource_reader, get_data, is_package, ...
+        return getattr(self.real, name)
 
     def create_module(self, spec: Any) -> ModuleType | None:
         return self.real.create_module(spec)
@@ -73,10 +77,7 @@ class _DeferredInit(importlib.abc.Loader):
         real = self.real
 
         def __getattr__(name: str) -> Any:
-            with _lock:
-                if module.__dict__.get("__getattr__") is __getattr__:
-                    del module.__dict__["__getattr__"]  # runs once; __init__ may bring its own
-                    real.exec_module(module)
+            _run_init(module, real, __getattr__)
             if name in module.__dict__:
                 return module.__dict__[name]
             own = module.__dict__.get("__getattr__")
@@ -87,17 +88,58 @@ class _DeferredInit(importlib.abc.Loader):
         module.__getattr__ = __getattr__  # type: ignore[method-assign]
 
 
+def _run_init(module: ModuleType, real: Any, hook: Any) -> None:
+    """Run the package's own ``__init__`` once, under the import system's lock for its name, as
+    an import would: another thread importing the package or a submodule meanwhile waits for it,
+    and a wait that would deadlock is found by the import system's own detection, which then
+    hands over the module as it is (what CPython does for concurrent circular imports). An
+    ``__init__`` that fails leaves the package as it was, to be tried (and fail) again on the
+    next lookup, as an import would."""
+    try:
+        from importlib._bootstrap import _DeadlockError, _ModuleLockManager  # type: ignore
+    except ImportError:  # another Python's import system: a lock of our own
+        _ModuleLockManager, _DeadlockError = (lambda name: _lock), ()
+    try:
+        with _ModuleLockManager(module.__name__):
+            if module.__dict__.get("__getattr__") is not hook:
+                return  # it ran already (in another thread, perhaps)
+            del module.__dict__["__getattr__"]  # runs once; __init__ may bring its own
+            before = dict(module.__dict__)
+            spec = module.__spec__
+            spec._initializing = True  # type: ignore[union-attr]
+            try:
+                real.exec_module(module)
+            except BaseException:  # as if never run: the next lookup runs it (and fails) again
+                module.__dict__.clear()
+                module.__dict__.update(before, __getattr__=hook)
+                raise
+            finally:
+                spec._initializing = False  # type: ignore[union-attr]
+    except _DeadlockError:
+        pass
+
+
 def _only_gathers_names(origin: str) -> bool:
-    """The ``__init__`` at ``origin`` holds only a docstring, imports and ``__all__``."""
+    """The ``__init__`` at ``origin`` holds only a docstring, imports and ``__all__``, and binds
+    no name that is also one of its submodules (which would mean one thing deferred, another
+    not: ``from .tool import tool``)."""
     import ast
+    import os
 
     try:
         with open(origin, "rb") as f:
             tree = ast.parse(f.read(), origin)
+        entries = os.listdir(os.path.dirname(origin))
     except (OSError, SyntaxError, ValueError):
         return False
+    submodules = {e[:-3] if e.endswith(".py") else e for e in entries}
     for i, node in enumerate(tree.body):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
+            from_itself = isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+            for alias in node.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                if bound in submodules and not (from_itself and alias.name == bound):
+                    return False
             continue
         if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # the docstring
