@@ -459,3 +459,24 @@ def test_forking_an_empty_session_is_a_clean_error(chatcli: Any, root: Path) -> 
     assert result.returncode == 1
     assert result.stderr.startswith("chatcli: error: nothing to fork")
     assert Store(root).ids() == [sid]
+
+
+@pytest.mark.parametrize("fails", ["append", "update_meta"])
+def test_an_interrupted_fork_of_a_postgres_session_leaves_no_session(
+    root: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    from chatcli.store.layout import URL_KEY
+
+    store = Store(root)
+    sid = store.create(title="t", model="m", system=None)
+    store.append(sid, [{"type": "human", "data": {"content": "hi", "type": "human"}}])
+    store.update_meta(sid, **{URL_KEY: "postgresql://u@h/db"})
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, fails, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.fork(sid)
+    monkeypatch.undo()
+    assert store.ids() == [sid]  # no half fork among the sessions (the trash may keep it)

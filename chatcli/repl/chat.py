@@ -87,10 +87,15 @@ class Terminated(KeyboardInterrupt):
 def terminate_like_ctrl_c() -> Iterator[None]:
     import signal
 
+    wanted = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+
     def _raise(signum: int, frame: Any) -> None:
+        # One is enough: a second must not cut the save of what arrived. (A no-op, not SIG_IGN:
+        # one already pending would then raise "ignored due to race condition".)
+        for name in wanted:
+            signal.signal(getattr(signal, name), lambda *_: None)
         raise Terminated(signum)
 
-    wanted = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
     previous = {name: signal.signal(getattr(signal, name), _raise) for name in wanted}
     try:
         yield

@@ -169,12 +169,13 @@ class Store(Layout):
             title=f"{session.title} (fork)", model=meta.get("model"), system=meta.get("system")
         )
         try:
-            if isinstance(meta.get(URL_KEY), str) and meta[URL_KEY]:
-                self.update_meta(new, **{URL_KEY: meta[URL_KEY]})
             if at:
                 self.append(new, session.messages[:at])
+            if isinstance(meta.get(URL_KEY), str) and meta[URL_KEY]:
+                self.update_meta(new, **{URL_KEY: meta[URL_KEY]})
         except BaseException:
-            self.discard_if_empty(new)
+            if not self.discard_if_empty(new):
+                self.trash(new)  # never half a fork; the trash keeps what was made
             raise
         return new, at
 
