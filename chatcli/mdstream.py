@@ -87,7 +87,9 @@ def markdown(source: str, code_theme: str) -> Markdown:
     """``rich.markdown.Markdown(source, code_theme=...)`` with one shared parser: Rich builds a
     new MarkdownIt for every instance (its rule chains and an HTML renderer that inspects
     itself), a third of what a live redraw costs. The object is a copy of one Rich made, so it
-    has whatever attributes this Rich version gives it; only the text and its tokens differ."""
+    has whatever attributes this Rich version gives it; only the text and its tokens differ. The
+    parser is configured as Rich 15 configures its own (tests/test_render.py compares the
+    tokens); rendering keeps its state per call, so copies share nothing that changes."""
     template = _templates.get(code_theme)
     if template is None:
         from markdown_it import MarkdownIt
