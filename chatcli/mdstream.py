@@ -9,10 +9,11 @@ scripts see exactly what the model said.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .render import sanitize, write_plain
 
@@ -79,8 +80,18 @@ def _indent(line: str) -> int:
 _SPACER = "<!-- -->\n\n"
 
 
-_templates: dict[str, Markdown] = {}
-_parser: list[object] = []
+@functools.cache
+def _parser() -> Any:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt().enable("strikethrough").enable("table")  # as Rich configures its own
+
+
+@functools.cache
+def _template(code_theme: str) -> Markdown:
+    from rich.markdown import Markdown
+
+    return Markdown("", code_theme=code_theme)
 
 
 def markdown(source: str, code_theme: str) -> Markdown:
@@ -90,17 +101,9 @@ def markdown(source: str, code_theme: str) -> Markdown:
     has whatever attributes this Rich version gives it; only the text and its tokens differ. The
     parser is configured as Rich 15 configures its own (tests/test_render.py compares the
     tokens); rendering keeps its state per call, so copies share nothing that changes."""
-    template = _templates.get(code_theme)
-    if template is None:
-        from markdown_it import MarkdownIt
-        from rich.markdown import Markdown
-
-        template = _templates[code_theme] = Markdown("", code_theme=code_theme)
-        if not _parser:
-            _parser.append(MarkdownIt().enable("strikethrough").enable("table"))  # as Rich's
-    made = copy.copy(template)
+    made = copy.copy(_template(code_theme))
     made.markup = source
-    made.parsed = _parser[0].parse(source)  # type: ignore[attr-defined]
+    made.parsed = _parser().parse(source)
     return made
 
 
